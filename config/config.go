@@ -17,6 +17,10 @@ const (
 	DefaultStopTimeout  = 5 * time.Second
 	DefaultLogLevel     = "info"
 	DefaultLogFormat    = "text"
+	// DefaultReadyLine is the built-in daemon's readiness text (the
+	// value of fsd.ReadyLine): key "daemon.ready_line" defaults to it
+	// when daemon.path is empty.
+	DefaultReadyLine = "fsd: ready"
 )
 
 // Sandbox modes for the built-in daemon (key "sandbox").
@@ -57,6 +61,10 @@ type Config struct {
 	Log    Log     `toml:"log"`
 	Limits Limits  `toml:"limits"`
 	Mounts []Mount `toml:"mount"`
+
+	// index and source locate keys in the file Parse read, for errors.
+	index  *keyIndex
+	source string
 }
 
 // Daemon selects the daemon the launcher starts (table "[daemon]").
@@ -67,6 +75,8 @@ type Daemon struct {
 	// Args are extra arguments (key "daemon.args"). For an external daemon
 	// they are the whole argument list, with placeholders filled in (see
 	// Expand); a list without placeholders is passed exactly as written.
+	// For the built-in daemon they are appended, placeholders filled in,
+	// after the serve flags the launcher generates.
 	Args []string `toml:"args"`
 	// ReadyLine is the text on the daemon's stderr that marks readiness (key
 	// "daemon.ready_line"). Required for an external daemon; defaults to
@@ -74,14 +84,15 @@ type Daemon struct {
 	ReadyLine string `toml:"ready_line"`
 }
 
-// Log configures logging (table "[log]").
+// Log configures logging (table "[log]"): the launcher's and the built-in
+// daemon's.
 type Log struct {
-	Level  string `toml:"level"`  // debug|info|warn|error
-	Format string `toml:"format"` // text|json
+	Level  string `toml:"level"`  // debug|info|warn|error (key "log.level", default info)
+	Format string `toml:"format"` // text|json (key "log.format", default text)
 }
 
 // Limits bounds what one daemon may use (table "[limits]"); zero means the
-// daemon's default.
+// daemon's default. They apply to the built-in daemon only.
 type Limits struct {
 	MaxConnections int    `toml:"max_connections"`
 	MaxFids        int    `toml:"max_fids"`     // per connection
@@ -89,8 +100,8 @@ type Limits struct {
 	MaxMsize       uint32 `toml:"max_msize"`    // bytes
 }
 
-// Mount is an extra export (array of tables "[[mount]]"); the guest attaches
-// it with aname equal to Tag.
+// Mount is an extra export (array of tables "[[mount]]", built-in daemon
+// only); the guest attaches it with aname equal to Tag.
 type Mount struct {
 	Tag      string `toml:"tag"`
 	Source   string `toml:"source"`
@@ -103,3 +114,30 @@ type FileMode uint32
 
 // Duration is a time.Duration read from a Go duration string ("5s").
 type Duration time.Duration
+
+// Default returns a configuration with every default applied, serving
+// sharedDir at socketPath with the built-in daemon. It is not validated.
+func Default(sharedDir, socketPath string) *Config {
+	return &Config{
+		SocketPath:   socketPath,
+		SocketMode:   DefaultSocketMode,
+		SharedDir:    sharedDir,
+		ReadyTimeout: Duration(DefaultReadyTimeout),
+		StopTimeout:  Duration(DefaultStopTimeout),
+		Daemon:       Daemon{ReadyLine: DefaultReadyLine},
+		Log:          Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	}
+}
+
+// LogFilePath returns where the detached daemon's output goes: LogFile, or
+// SocketPath + ".log" when it is empty.
+func (c *Config) LogFilePath() string {
+	if c.LogFile != "" {
+		return c.LogFile
+	}
+	return c.SocketPath + ".log"
+}
+
+// IsBuiltinDaemon reports whether the launcher runs its own daemon
+// (`fsd-launcher serve`) rather than daemon.path.
+func (c *Config) IsBuiltinDaemon() bool { return c.Daemon.Path == "" }
