@@ -1,0 +1,209 @@
+package hostfs
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hugelgupf/p9/linux"
+	"github.com/hugelgupf/p9/p9"
+	"golang.org/x/sys/unix"
+)
+
+// bigDir makes a directory of n files with names of varying length and
+// returns its host listing with "." and "..".
+func bigDir(t testing.TB, dir string, n int) []string {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{".", ".."}
+	for i := range n {
+		name := fmt.Sprintf("e%05d-%s", i, strings.Repeat("y", i%41))
+		if err := os.WriteFile(dir+"/"+name, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// readAllDir reads an open directory from off in count-byte calls,
+// checking each call's budget.
+func readAllDir(t *testing.T, d p9.File, off uint64, count uint32) []p9.Dirent {
+	t.Helper()
+	var all []p9.Dirent
+	for {
+		ents, err := d.Readdir(off, count)
+		if err != nil {
+			t.Fatalf("readdir(%d, %d): %v", off, count, err)
+		}
+		if len(ents) == 0 {
+			return all
+		}
+		used := 0
+		for _, de := range ents {
+			used += direntHeader + len(de.Name)
+		}
+		if used > int(count) {
+			t.Fatalf("readdir(%d, %d) returned %d bytes of entries", off, count, used)
+		}
+		all = append(all, ents...)
+		off = ents[len(ents)-1].Offset
+	}
+}
+
+func exactlyOnce(t *testing.T, got []p9.Dirent, want []string) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, de := range got {
+		seen[de.Name]++
+	}
+	for _, n := range want {
+		if seen[n] != 1 {
+			t.Errorf("%q seen %d times", n, seen[n])
+		}
+		delete(seen, n)
+	}
+	for n := range seen {
+		t.Errorf("unexpected %q", n)
+	}
+}
+
+func openDirFile(t *testing.T, root p9.File, names ...string) *file {
+	t.Helper()
+	d := walkTo(t, root, names...)
+	if _, _, err := d.Open(p9.ReadOnly); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestReaddirOffsets(t *testing.T) {
+	tr := newTree(t)
+	const n = 10000
+	want := bigDir(t, tr.path("big"), n)
+	fs, root := attach(t, tr.root)
+	// Small budgets (a few entries per call, one at the limit): every
+	// entry exactly once.
+	for _, count := range []uint32{direntHeader + 7 + 40, 100, 512, 4096, 1 << 20} {
+		t.Run(fmt.Sprintf("count-%d", count), func(t *testing.T) {
+			exactlyOnce(t, readAllDir(t, openDirFile(t, root, "big"), 0, count), want)
+		})
+	}
+	all := readAllDir(t, openDirFile(t, root, "big"), 0, 8192)
+	// Resuming from any offset returns exactly the rest: on the same
+	// open directory (forward and backward seeks) and on a fresh one.
+	t.Run("resume", func(t *testing.T) {
+		d := openDirFile(t, root, "big")
+		for _, k := range []int{5000, 17, n + 1, 0, 9999, 3} {
+			rest := readAllDir(t, d, all[k].Offset, 777)
+			exactlyOnce(t, rest, sortedNames(all[k+1:]))
+			exactlyOnce(t, readAllDir(t, openDirFile(t, root, "big"), all[k].Offset, 3000), sortedNames(all[k+1:]))
+		}
+	})
+	// A call that stops mid-buffer keeps the rest for the next call.
+	t.Run("partial-buffer", func(t *testing.T) {
+		d := openDirFile(t, root, "big")
+		first, err := d.Readdir(0, 100)
+		must(t, err)
+		of := d.open.Load()
+		if of.dir.pos >= of.dir.end || of.dir.buf == nil {
+			t.Fatalf("expected leftover entries in the buffer")
+		}
+		rest := readAllDir(t, d, first[len(first)-1].Offset, 200)
+		exactlyOnce(t, append(first, rest...), want)
+		if of.dir.buf != nil {
+			t.Errorf("drained directory still holds its buffer")
+		}
+	})
+	// Offset 0 rewinds; an offset past the end reads nothing.
+	t.Run("rewind-and-end", func(t *testing.T) {
+		d := openDirFile(t, root, "big")
+		readAllDir(t, d, 0, 8192)
+		again, err := d.Readdir(0, 60)
+		must(t, err)
+		if len(again) == 0 || again[0] != all[0] {
+			t.Errorf("rewind: %v, want %v first", again, all[0])
+		}
+		end, err := d.Readdir(all[len(all)-1].Offset, 8192)
+		if err != nil || len(end) != 0 {
+			t.Errorf("at end: %v, %v", end, err)
+		}
+	})
+	// Types are the d_type values; QIDs carry the inode, no stat.
+	t.Run("types-and-qids", func(t *testing.T) {
+		must(t, unix.Mkfifo(tr.path("dir/fifo"), 0o644))
+		must(t, os.Symlink("x", tr.path("dir/sl")))
+		ents := readAllDir(t, openDirFile(t, root, "dir"), 0, 4096)
+		types := map[string]uint8{".": unix.DT_DIR, "..": unix.DT_DIR, "sub.txt": unix.DT_REG, "fifo": unix.DT_FIFO, "sl": unix.DT_LNK}
+		for _, de := range ents {
+			if uint8(de.Type) != types[de.Name] {
+				t.Errorf("%s: type %d", de.Name, de.Type)
+			}
+			if de.Name == "." || de.Name == ".." {
+				continue
+			}
+			st := lstatT(t, tr.path("dir/"+de.Name))
+			if de.QID.Path != st.Ino {
+				t.Errorf("%s: qid path %d, ino %d", de.Name, de.QID.Path, st.Ino)
+			}
+		}
+	})
+	// The root's ".." does not reveal the directory above the export.
+	t.Run("root-dotdot", func(t *testing.T) {
+		for _, de := range readAllDir(t, openDirFile(t, root), 0, 4096) {
+			if de.Name == ".." && de.QID.Path != fs.root.qid.Path {
+				t.Errorf(".. has qid %v, want the root's %v", de.QID, fs.root.qid)
+			}
+		}
+	})
+	// A budget smaller than the next entry is refused, not answered
+	// with an empty (end-of-directory) reply.
+	t.Run("too-small", func(t *testing.T) {
+		_, err := openDirFile(t, root, "big").Readdir(0, 10)
+		wantErr(t, err, linux.EINVAL, "count 10")
+	})
+	// Concurrent readers of one open directory, each resuming from its
+	// own last offset, each see every entry exactly once.
+	t.Run("concurrent", func(t *testing.T) {
+		d := openDirFile(t, root, "big")
+		var wg sync.WaitGroup
+		results := make([][]p9.Dirent, 4)
+		for i := range results {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var off uint64
+				for {
+					ents, err := d.Readdir(off, 1000)
+					if err != nil {
+						t.Errorf("readdir: %v", err)
+						return
+					}
+					if len(ents) == 0 {
+						return
+					}
+					results[i] = append(results[i], ents...)
+					off = ents[len(ents)-1].Offset
+				}
+			}()
+		}
+		wg.Wait()
+		for _, r := range results {
+			exactlyOnce(t, r, want)
+		}
+	})
+}
+
+func sortedNames(ents []p9.Dirent) []string {
+	out := make([]string, len(ents))
+	for i, de := range ents {
+		out[i] = de.Name
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,194 @@
+package hostfs
+
+import (
+	"io"
+
+	"github.com/hugelgupf/p9/linux"
+	"github.com/hugelgupf/p9/p9"
+	"golang.org/x/sys/unix"
+)
+
+// 9P2000.L open flags (Linux's P9_DOTL_*) that hostfs honours, translated
+// explicitly to the host's values. Every other bit a guest sends is
+// dropped: O_APPEND would make pwrite ignore the guest's offset, O_DIRECT
+// and O_NOATIME can fail or need privileges, O_CREAT/O_EXCL belong to
+// Create, O_NONBLOCK/O_NOCTTY/O_NOFOLLOW/O_DIRECTORY are hostfs's to set.
+const (
+	dotlAccMode = 0o3
+	dotlTrunc   = 0o1000
+	dotlDsync   = 0o10000
+	dotlSync    = 0o4000000
+)
+
+// hostOpenFlags translates the guest's open flags. It fails with EINVAL
+// for the access mode 3, which Linux reserves.
+func hostOpenFlags(flags p9.OpenFlags) (int, error) {
+	acc := int(flags & dotlAccMode)
+	var h int
+	switch acc {
+	case 0:
+		h = unix.O_RDONLY
+	case 1:
+		h = unix.O_WRONLY
+	case 2:
+		h = unix.O_RDWR
+	default:
+		return 0, linux.EINVAL
+	}
+	if flags&dotlTrunc != 0 {
+		h |= unix.O_TRUNC
+	}
+	if flags&dotlDsync != 0 {
+		h |= unix.O_DSYNC
+	}
+	if flags&dotlSync != 0 {
+		h |= unix.O_SYNC
+	}
+	return h | unix.O_LARGEFILE, nil
+}
+
+// writes reports whether host open flags modify the file.
+func writes(h int) bool {
+	return h&unix.O_ACCMODE != unix.O_RDONLY || h&unix.O_TRUNC != 0
+}
+
+// Open implements p9.File.Open. Only regular files and directories are
+// opened: a symlink answers ELOOP (as open with O_NOFOLLOW does) and a
+// device node, socket or FIFO answers ENXIO without any open(2), so it can
+// never hang or reach a device. The pinned inode is reopened through
+// /proc/self/fd with the masked flags.
+func (f *file) Open(flags p9.OpenFlags) (p9.QID, uint32, error) {
+	if err := f.enter(); err != nil {
+		return p9.QID{}, 0, err
+	}
+	defer f.exit()
+	h, err := hostOpenFlags(flags)
+	if err != nil {
+		return p9.QID{}, 0, err
+	}
+	switch {
+	case f.n.isRegular():
+	case f.n.isDir():
+		if h&unix.O_ACCMODE != unix.O_RDONLY {
+			return p9.QID{}, 0, linux.EISDIR
+		}
+		h = unix.O_RDONLY | unix.O_DIRECTORY
+	case f.n.isSymlink():
+		return p9.QID{}, 0, linux.ELOOP
+	default:
+		return p9.QID{}, 0, linux.ENXIO
+	}
+	if f.fs.readOnly && writes(h) {
+		return p9.QID{}, 0, linux.EROFS
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.open.Load() != nil {
+		return p9.QID{}, 0, linux.EINVAL
+	}
+	fd, err := reopen(f.n.fd, h)
+	if err != nil {
+		return p9.QID{}, 0, hostErrno(err)
+	}
+	of := &openFile{fd: fd}
+	if f.n.isDir() {
+		of.dir = &dirReader{}
+	}
+	f.open.Store(of)
+	return f.n.qid, 0, nil
+}
+
+// openFD returns the fd of an open file, or EBADF.
+func (f *file) openFD() (*openFile, error) {
+	of := f.open.Load()
+	if of == nil {
+		return nil, linux.EBADF
+	}
+	return of, nil
+}
+
+// ReadAt implements p9.File.ReadAt: one pread on the open fd. It returns
+// io.EOF with no data at or past the end of the file.
+func (f *file) ReadAt(p []byte, offset int64) (int, error) {
+	if err := f.enter(); err != nil {
+		return 0, err
+	}
+	defer f.exit()
+	of, err := f.openFD()
+	if err != nil {
+		return 0, err
+	}
+	if offset < 0 {
+		return 0, linux.EINVAL
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, err := unix.Pread(of.fd, p, offset)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, hostErrno(err)
+		case n == 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// WriteAt implements p9.File.WriteAt: pwrite on the open fd until all of
+// p is written or the host refuses more.
+func (f *file) WriteAt(p []byte, offset int64) (int, error) {
+	if err := f.enter(); err != nil {
+		return 0, err
+	}
+	defer f.exit()
+	of, err := f.openFD()
+	if err != nil {
+		return 0, err
+	}
+	if offset < 0 || offset > maxInt64-int64(len(p)) {
+		return 0, linux.EINVAL
+	}
+	done := 0
+	for done < len(p) {
+		n, err := unix.Pwrite(of.fd, p[done:], offset+int64(done))
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			if done > 0 {
+				return done, nil
+			}
+			return 0, hostErrno(err)
+		case n == 0:
+			if done > 0 {
+				return done, nil
+			}
+			return 0, linux.EIO
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// FSync implements p9.File.FSync: fsync of the open fd (p9's FSync has no
+// datasync flag, so data and metadata are both synced).
+func (f *file) FSync() error {
+	if err := f.enter(); err != nil {
+		return err
+	}
+	defer f.exit()
+	of, err := f.openFD()
+	if err != nil {
+		return err
+	}
+	for {
+		err := unix.Fsync(of.fd)
+		if err != unix.EINTR {
+			return hostErrno(err)
+		}
+	}
+}
