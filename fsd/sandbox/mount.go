@@ -1,0 +1,212 @@
+package sandbox
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/pkg/errors"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// nsID identifies a namespace: the device and inode of its nsfs file.
+type nsID struct{ dev, ino uint64 }
+
+func mountNS(pid string) (nsID, error) {
+	var st unix.Stat_t
+	p := "/proc/" + pid + "/ns/mnt"
+	if err := unix.Stat(p, &st); err != nil {
+		return nsID{}, errors.Wrapf(err, "stat %s", p)
+	}
+	return nsID{dev: st.Dev, ino: st.Ino}, nil
+}
+
+// InPrivateMountNS reports whether no other process shares this process's
+// mount namespace: pivot_root in a shared namespace would change the root of
+// every process in it whose root is the old one, so namespace mode refuses
+// unless this is true.
+//
+// The parent must be readable and in another namespace (it is when the
+// launcher starts the daemon with CLONE_NEWNS, or `unshare -m` execs it);
+// every other process visible in /proc, PID 1 included, must be in another
+// namespace as well. A process that cannot be inspected (gone, or protected
+// from ptrace-read even for root) is skipped.
+func InPrivateMountNS() (bool, error) {
+	self, err := mountNS("self")
+	if err != nil {
+		return false, &StepError{Step: "read own mount namespace", Err: err}
+	}
+	if ppid := os.Getppid(); ppid > 0 {
+		parent, err := mountNS(strconv.Itoa(ppid))
+		if err != nil {
+			return false, &StepError{Step: "read parent's mount namespace", Err: err}
+		}
+		if parent == self {
+			return false, nil
+		}
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false, &StepError{Step: "list processes", Path: "/proc", Err: errors.WithStack(err)}
+	}
+	// Our own entry, as this /proc numbers it (it may belong to another
+	// pid namespace than ours).
+	me, err := os.Readlink("/proc/self")
+	if err != nil {
+		return false, &StepError{Step: "readlink", Path: "/proc/self", Err: errors.WithStack(err)}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if name == me || name[0] < '0' || name[0] > '9' {
+			continue
+		}
+		if ns, err := mountNS(name); err == nil && ns == self {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// prepareRoot turns root into the mount that pivotInto will make "/":
+// the namespace's mounts become slaves (host mounts made later still
+// propagate in, as Kata adds container mounts under its shared directory;
+// nothing done here propagates back), root is bind-mounted onto itself with
+// its submounts, a procfs at root/proc is detached, and the new mounts get
+// nosuid, nodev and, for a read-only export, rdonly.
+func prepareRoot(root string, readOnly bool, log *logrus.Entry) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return &StepError{Step: "make mounts rslave", Path: "/", Err: errors.WithStack(err)}
+	}
+	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return &StepError{Step: "bind-mount root onto itself", Path: root, Err: errors.WithStack(err)}
+	}
+	if err := detachProc(filepath.Join(root, "proc"), log); err != nil {
+		return err
+	}
+	attr := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
+	if readOnly {
+		attr |= unix.MOUNT_ATTR_RDONLY
+	}
+	err := unix.MountSetattr(unix.AT_FDCWD, root, unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: attr})
+	if errors.Is(err, unix.ENOSYS) {
+		// Before Linux 5.12: remount the top mount only, keeping its flags.
+		err = remountBind(root, readOnly)
+	}
+	if err != nil {
+		return &StepError{Step: "set mount attributes (nosuid,nodev,ro)", Path: root, Err: errors.WithStack(err)}
+	}
+	return nil
+}
+
+// remountBind adds nosuid, nodev and maybe rdonly to the bind mount at
+// root, keeping the flags it has (a bind remount replaces them).
+func remountBind(root string, readOnly bool) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return err
+	}
+	flags := uintptr(unix.MS_REMOUNT | unix.MS_BIND | unix.MS_NOSUID | unix.MS_NODEV)
+	for _, f := range []struct{ st, ms int64 }{
+		{unix.ST_RDONLY, unix.MS_RDONLY},
+		{unix.ST_NOEXEC, unix.MS_NOEXEC},
+		{unix.ST_NOATIME, unix.MS_NOATIME},
+		{unix.ST_NODIRATIME, unix.MS_NODIRATIME},
+		{unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if st.Flags&f.st != 0 {
+			flags |= uintptr(f.ms)
+		}
+	}
+	if readOnly {
+		flags |= unix.MS_RDONLY
+	}
+	return unix.Mount("", root, "", flags, "")
+}
+
+// detachProc detaches every procfs stacked at p (a container rootfs may
+// have one mounted), in the daemon's own namespace. A symlink at p is left
+// alone: it is resolved inside the export after the pivot.
+func detachProc(p string, log *logrus.Entry) error {
+	for {
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return &StepError{Step: "open", Path: p, Err: errors.WithStack(err)}
+		}
+		var st unix.Statfs_t
+		err = unix.Fstatfs(fd, &st)
+		unix.Close(fd)
+		if err != nil {
+			return &StepError{Step: "statfs", Path: p, Err: errors.WithStack(err)}
+		}
+		if st.Type != unix.PROC_SUPER_MAGIC {
+			return nil
+		}
+		if err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
+			return &StepError{Step: "detach procfs", Path: p, Err: errors.WithStack(err)}
+		}
+		log.WithField("path", p).Info("detached procfs mounted inside the export")
+	}
+}
+
+// pivotInto makes root (the bind mount prepareRoot made) the root of the
+// mount namespace and detaches the old root, so nothing outside root is
+// reachable by path. The sequence is pivot_root(".", "."), which stacks the
+// old root on top of the new one, then unmounting the old root from there
+// (as runc does).
+func pivotInto(root string) error {
+	oldRoot, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &StepError{Step: "open old root", Path: "/", Err: errors.WithStack(err)}
+	}
+	defer unix.Close(oldRoot)
+	newRoot, err := unix.Open(root, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &StepError{Step: "open new root", Path: root, Err: errors.WithStack(err)}
+	}
+	defer unix.Close(newRoot)
+
+	if err := unix.Fchdir(newRoot); err != nil {
+		return &StepError{Step: "chdir", Path: root, Err: errors.WithStack(err)}
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return &StepError{Step: "pivot_root", Path: root, Err: errors.WithStack(err)}
+	}
+	if err := unix.Fchdir(oldRoot); err != nil {
+		return &StepError{Step: "chdir to old root", Err: errors.WithStack(err)}
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return &StepError{Step: "detach old root", Err: errors.WithStack(err)}
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return &StepError{Step: "chdir", Path: "/", Err: errors.WithStack(err)}
+	}
+	return nil
+}
+
+// chrootInto changes the root directory of the process (every thread: Go
+// threads share fs state) to root.
+func chrootInto(root string) error {
+	if err := unix.Chroot(root); err != nil {
+		return &StepError{Step: "chroot", Path: root, Err: errors.WithStack(err)}
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return &StepError{Step: "chdir", Path: "/", Err: errors.WithStack(err)}
+	}
+	return nil
+}
+
+// procUnreachable checks that no procfs answers at /proc any more. In
+// namespace mode prepareRoot detached it; in chroot mode a procfs mounted
+// inside the export cannot be detached (the namespace may be shared).
+func procUnreachable() error {
+	var st unix.Statfs_t
+	err := unix.Statfs("/proc", &st)
+	if err == nil && st.Type == unix.PROC_SUPER_MAGIC {
+		return &StepError{Step: "check", Path: "/proc", Err: errors.WithStack(ErrProcReachable)}
+	}
+	return nil
+}
