@@ -664,7 +664,10 @@ func (o *output) watch(d *Daemon, readyLine string, poll time.Duration) *readine
 	if o.logR != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		o.cancelFollow = cancel
-		return readiness.Watch(readiness.Follow(ctx, o.logR, poll), readyLine,
+		// d.done closes when the daemon was reaped: the follower then
+		// reads to the end of the file and stops, so a daemon that exits
+		// before it is ready is reported with its last lines at once.
+		return readiness.Watch(readiness.FollowUntil(ctx, o.logR, poll, d.done), readyLine,
 			readiness.WithTailLines(tailLines),
 			readiness.WithSink(func(line string) { dl.Debug(line) }))
 	}

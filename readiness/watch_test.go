@@ -478,3 +478,36 @@ func TestNotReadyErrorMessage(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowUntilEndsAtLastByte proves that once the writer has finished,
+// FollowUntil returns what was written and then io.EOF instead of polling
+// on: a detached daemon that exits before it is ready is reported at once.
+func TestFollowUntilEndsAtLastByte(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := os.Open(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	finish := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := Watch(FollowUntil(ctx, r, time.Hour, finish), "never")
+	if _, err := f.WriteString("first\nlast words"); err != nil {
+		t.Fatal(err)
+	}
+	close(finish)
+	select {
+	case <-w.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("FollowUntil kept polling after finish was closed")
+	}
+	got := w.Tail()
+	if len(got) != 2 || got[0] != "first" || got[1] != "last words" {
+		t.Fatalf("tail %q, want [first, last words]", got)
+	}
+}
