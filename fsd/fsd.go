@@ -181,7 +181,8 @@ func (r *router) Attach(aname string) (p9.File, error) {
 }
 
 // Serve runs the daemon until ctx is done: it validates opts, prepares the
-// sandbox, opens the exports, applies the sandbox (umask 0 included, in
+// sandbox, opens the exports (the extra ones through
+// sandbox.Sandbox.OpenExport), applies the sandbox (umask 0 included, in
 // every mode, so modes land exactly as the guest sends them), prints the
 // readiness line, and serves. A connection that ends never stops it. When
 // ctx is done it stops accepting, closes every connection, closes the
@@ -227,6 +228,17 @@ func Serve(ctx context.Context, opts Options) (err error) {
 		hopts := []hostfs.Option{hostfs.WithLogger(log)}
 		if e.ReadOnly {
 			hopts = append(hopts, hostfs.ReadOnly())
+		}
+		if e.Tag != "" {
+			// An extra export: in namespace mode a detached clone of
+			// its mount tree, which the pivot leaves whole (see
+			// sandbox.Sandbox.OpenExport). The root export is opened
+			// by path: it is the mount that becomes "/".
+			fd, err := sb.OpenExport(e.Source, e.ReadOnly)
+			if err != nil {
+				return errors.WithMessagef(err, "fsd: export %s", exportName(e))
+			}
+			hopts = append(hopts, hostfs.WithRootFD(fd))
 		}
 		fs, err := hostfs.New(e.Source, hopts...)
 		if err != nil {

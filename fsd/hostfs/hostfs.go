@@ -67,6 +67,11 @@ type FS struct {
 	// files the guest's uid and gid.
 	chown bool
 
+	// rootFD, when set (WithRootFD), is the export root New serves
+	// instead of opening the root path.
+	rootFD    int
+	hasRootFD bool
+
 	// Test knobs that force the fallbacks a newer kernel makes unneeded.
 	noOpenat2   bool
 	noXattrat   bool
@@ -100,6 +105,16 @@ func WithLogger(l *logrus.Entry) Option {
 	}
 }
 
+// WithRootFD makes New serve the directory fd refers to instead of opening
+// the root path, which then only names the export in logs and errors. The
+// daemon's sandbox uses it to serve an extra export through a detached
+// clone of its mount tree (sandbox.Sandbox.OpenExport), which no path
+// names. fd may be an O_PATH descriptor. New takes ownership of fd: it
+// closes it when it fails, and the FS closes it once its root is released.
+func WithRootFD(fd int) Option {
+	return func(fs *FS) { fs.rootFD, fs.hasRootFD = fd, true }
+}
+
 // quietLogger discards everything; it is the default logger.
 func quietLogger() *logrus.Entry {
 	l := logrus.New()
@@ -108,28 +123,33 @@ func quietLogger() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-// New opens root (O_PATH|O_DIRECTORY) and returns the FS that serves it.
-// It also opens the process-wide /proc/self/fd handle on first use, so New
-// must run before the daemon's sandbox hides /proc. root is trusted (it
-// comes from the daemon's configuration): symlinks in it are followed once,
-// here.
+// New opens root (O_PATH|O_DIRECTORY), or takes the fd WithRootFD gives,
+// and returns the FS that serves it. It also opens the process-wide
+// /proc/self/fd handle on first use, so New must run before the daemon's
+// sandbox hides /proc. root is trusted (it comes from the daemon's
+// configuration): symlinks in it are followed once, here.
 func New(root string, opts ...Option) (*FS, error) {
 	fs := &FS{log: quietLogger(), chown: unix.Geteuid() == 0}
 	for _, o := range opts {
 		o(fs)
 	}
 	fs.log = fs.log.WithFields(logrus.Fields{"subsystem": "hostfs", "export": root})
-	if err := openProcSelfFD(); err != nil {
+	fd, err := fs.openRoot(root)
+	if err != nil {
 		return nil, err
 	}
-	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, errors.Wrapf(err, "open export root %q", root)
+	if err := openProcSelfFD(); err != nil {
+		unix.Close(fd)
+		return nil, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
 		return nil, errors.Wrapf(err, "stat export root %q", root)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		unix.Close(fd)
+		return nil, errors.Wrapf(unix.ENOTDIR, "export root %q", root)
 	}
 	fs.devs.init(st.Dev)
 	qid, err := fs.qid(&st)
@@ -139,6 +159,22 @@ func New(root string, opts ...Option) (*FS, error) {
 	}
 	fs.root = newNode(fd, &st, qid)
 	return fs, nil
+}
+
+// openRoot returns the export root's fd: the one WithRootFD gave, or root
+// opened O_PATH|O_DIRECTORY.
+func (fs *FS) openRoot(root string) (int, error) {
+	if fs.hasRootFD {
+		if fs.rootFD < 0 {
+			return -1, errors.Wrapf(unix.EBADF, "export root %q: fd %d", root, fs.rootFD)
+		}
+		return fs.rootFD, nil
+	}
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, errors.Wrapf(err, "open export root %q", root)
+	}
+	return fd, nil
 }
 
 // Attach implements p9.Attacher.Attach: a new File for the export root.

@@ -53,6 +53,17 @@ type childArgs struct {
 	Reexec bool
 	// Submount mounts a tmpfs holding "inner" at Root/sub before Prepare.
 	Submount bool
+	// SecondSubmount mounts a tmpfs holding "inner" at Second/sub before
+	// Prepare.
+	SecondSubmount bool
+	// SecondReadOnly opens the extra export read-only (OpenExport's
+	// readOnly).
+	SecondReadOnly bool
+	// SecondPlain opens the extra export with a plain open after Prepare
+	// instead of OpenExport: what OpenExport replaced.
+	SecondPlain bool
+	// NoOpenTree makes open_tree answer ENOSYS, as before Linux 5.2.
+	NoOpenTree bool
 	// ProcMount mounts a procfs at Root/proc before Prepare, as a
 	// running container's rootfs has.
 	ProcMount bool
@@ -100,6 +111,16 @@ type childReport struct {
 	WriteRootFD  string // create through the root fd
 	WriteSecond  string // create through the extra export's fd
 	Socket       string // socket(AF_INET)
+
+	// SecondOpen is how opening the extra export went; SecondSelf and
+	// SecondDotDot are "dev:ino" of its fd and of ".." opened from it
+	// after Apply; SecondSubmountRead is Second/sub/inner through it and
+	// SecondMountFlags its statfs flags, after Apply.
+	SecondOpen         string
+	SecondSelf         string
+	SecondDotDot       string
+	SecondSubmountRead string
+	SecondMountFlags   int64
 
 	// Ops are the workload's results by operation.
 	Ops map[string]string
@@ -211,7 +232,7 @@ func lockThreads(n int) {
 func childApply(a childArgs) childReport {
 	r := childReport{Pid: os.Getpid()}
 	lockThreads(a.Threads)
-	if a.Submount || a.ProcMount {
+	if a.Submount || a.ProcMount || a.SecondSubmount {
 		// Keep the test's mounts out of the host namespace first.
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 			r.Err = "test setup: rslave: " + err.Error()
@@ -224,13 +245,22 @@ func childApply(a childArgs) childReport {
 			return r
 		}
 	}
-	if a.Submount {
-		sub := filepath.Join(a.Root, "sub")
-		if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=64k"); err != nil {
+	for _, m := range []struct {
+		want bool
+		sub  string
+	}{{a.Submount, filepath.Join(a.Root, "sub")}, {a.SecondSubmount, filepath.Join(a.Second, "sub")}} {
+		if !m.want {
+			continue
+		}
+		if err := os.MkdirAll(m.sub, 0o755); err != nil {
+			r.Err = "test setup: " + err.Error()
+			return r
+		}
+		if err := unix.Mount("tmpfs", m.sub, "tmpfs", 0, "size=64k"); err != nil {
 			r.Err = "test setup: tmpfs: " + err.Error()
 			return r
 		}
-		if err := os.WriteFile(filepath.Join(sub, "inner"), []byte("inner"), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(m.sub, "inner"), []byte("inner"), 0o644); err != nil {
 			r.Err = "test setup: " + err.Error()
 			return r
 		}
@@ -251,9 +281,20 @@ func childApply(a childArgs) childReport {
 	if err == nil {
 		r.Mode = s.Mode()
 	}
-	// The exports, opened between Prepare and Apply as fsd opens them.
+	// The exports, opened between Prepare and Apply as fsd opens them:
+	// the root by path, an extra export through OpenExport.
 	rootFD, _ := unix.Open(a.Root, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	secondFD, _ := unix.Open(a.Second, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	var secondFD int
+	var openErr error
+	if a.NoOpenTree {
+		openTree = func(int, string, uint) (int, error) { return -1, unix.ENOSYS }
+	}
+	if err == nil && !a.SecondPlain {
+		secondFD, openErr = s.OpenExport(a.Second, a.SecondReadOnly)
+	} else {
+		secondFD, openErr = unix.Open(a.Second, unix.O_DIRECTORY|unix.O_PATH|unix.O_CLOEXEC, 0)
+	}
+	r.SecondOpen = errName(openErr)
 	if err == nil {
 		err = s.Apply()
 	}
@@ -299,6 +340,13 @@ func childApply(a childArgs) childReport {
 		unix.Close(fd)
 	}
 	r.SubmountRead = readAt(rootFD, "sub/inner")
+	r.SecondSubmountRead = readAt(secondFD, "sub/inner")
+	r.SecondSelf = devIno(secondFD, "")
+	r.SecondDotDot = devIno(secondFD, "..")
+	var sfs unix.Statfs_t
+	if unix.Fstatfs(secondFD, &sfs) == nil {
+		r.SecondMountFlags = sfs.Flags
+	}
 	if r.Err == "" && (r.Mode == ModeNamespace || r.Mode == ModeChroot) {
 		// Only where "/" is the export: elsewhere it is the host's.
 		r.WriteRoot = errName(os.WriteFile("/written-by-path", []byte("x"), 0o644))
@@ -326,6 +374,24 @@ func readAt(dirfd int, name string) string {
 		return errName(err)
 	}
 	return string(b)
+}
+
+// devIno is "dev:ino" of name opened relative to dirfd ("" is dirfd
+// itself), or an error name.
+func devIno(dirfd int, name string) string {
+	fd := dirfd
+	if name != "" {
+		var err error
+		if fd, err = unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+			return errName(err)
+		}
+		defer unix.Close(fd)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return errName(err)
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }
 
 func createAt(dirfd int, name string) string {

@@ -100,6 +100,10 @@ func TestFilterPolicy(t *testing.T) {
 
 // TestFilterRefuses installs the filter in a re-executed child (no
 // privileges needed: no_new_privs) and checks what it refuses and allows.
+// It is the daemon's own filter: the child assembles Filter() and loads it
+// with installFilter, as Prepare and Apply do (TestSandboxLayers in package
+// fsd checks the real daemon's Seccomp line; TestSandboxConformance its
+// refusals in the kernel log).
 func TestFilterRefuses(t *testing.T) {
 	c := startChild(t, "filter", childArgs{}, childOpts{})
 	if c.report.Err != "" {

@@ -210,3 +210,88 @@ func procUnreachable() error {
 	}
 	return nil
 }
+
+// OpenExport opens the root directory of an extra export (any export but
+// Config.Root) for hostfs.WithRootFD, between Prepare and Apply, and
+// returns the fd (close-on-exec, O_PATH), which the caller owns.
+//
+// In namespace mode the fd is a detached recursive clone of the export's
+// mount tree (open_tree(2) with OPEN_TREE_CLONE|AT_RECURSIVE) with nosuid,
+// nodev and, when readOnly, rdonly set on every mount of the clone: a
+// mount of its own whose root is the export. A plain fd would not do
+// there: Apply's pivot detaches the host's tree, and with it the mount
+// such an fd is on, which then loses the export's submounts and whose
+// ".." leads into the detached host tree. The clone keeps the submounts,
+// ".." at its root stays at its root, and a read-only export is read-only
+// for the kernel too. Mounts the host adds under the export later are
+// not seen (they would not be through a plain fd either). Where the
+// kernel has no open_tree (ENOSYS, before Linux 5.2) or refuses it (EPERM,
+// or EINVAL for an unbindable mount), OpenExport falls back to the plain
+// open, with a warning.
+//
+// In chroot and none modes it is a plain open(O_PATH|O_DIRECTORY): the
+// host's tree stays attached, so the fd sees the export's submounts and
+// later mounts; a clone would lose the later ones, and in chroot mode,
+// which may run in the host's mount namespace (no mounts made slave
+// first), a clone of a shared mount would join the host's peer group.
+//
+// Do not use it for the root export: open that one by path after Prepare
+// (hostfs.New does), so that its fd is on the mount that becomes "/" and
+// keeps receiving the mounts the host adds later (see the package comment).
+func (s *Sandbox) OpenExport(path string, readOnly bool) (int, error) {
+	if s.applied {
+		return -1, errors.Wrapf(ErrApplied, "open extra export %s", path)
+	}
+	log := s.log.WithField("export", path)
+	if s.mode == ModeNamespace {
+		fd, err := openTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+		switch {
+		case err == nil:
+			return setupClone(fd, path, readOnly, log)
+		case errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL):
+			log.WithError(err).Warn("cannot clone the extra export's mount tree; opening it in place (its submounts are lost at the pivot)")
+		default:
+			return -1, &StepError{Step: "clone the mount tree of extra export", Path: path, Err: errors.WithStack(err)}
+		}
+	}
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &StepError{Step: "open extra export", Path: path, Err: errors.WithStack(err)}
+	}
+	return fd, nil
+}
+
+// openTree is open_tree(2); a variable so that a test can make the kernel
+// lack it.
+var openTree = unix.OpenTree
+
+// setupClone checks that fd, a clone of path's mount tree (see
+// OpenExport), is a directory and sets its mount attributes. It closes fd
+// on error.
+func setupClone(fd int, path string, readOnly bool, log *logrus.Entry) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, &StepError{Step: "stat extra export", Path: path, Err: errors.WithStack(err)}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		unix.Close(fd)
+		return -1, &StepError{Step: "open extra export", Path: path, Err: errors.WithStack(unix.ENOTDIR)}
+	}
+	attr := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
+	if readOnly {
+		attr |= unix.MOUNT_ATTR_RDONLY
+	}
+	err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: attr})
+	switch {
+	case errors.Is(err, unix.ENOSYS):
+		// Before Linux 5.12: the clone keeps the host mount's flags;
+		// hostfs still refuses every mutation of a read-only export.
+		log.WithError(err).Warn("cannot set nosuid,nodev,ro on the extra export's mount clone")
+	case err != nil:
+		unix.Close(fd)
+		return -1, &StepError{Step: "set mount attributes (nosuid,nodev,ro) of extra export", Path: path, Err: errors.WithStack(err)}
+	}
+	log.Info("extra export served through a detached clone of its mount tree")
+	return fd, nil
+}

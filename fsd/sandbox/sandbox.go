@@ -34,10 +34,11 @@
 // (and mounts the host adds later, by propagation) and cannot climb out of
 // the export with "..". An fd opened before Prepare refers to the host's
 // mount, which the pivot detaches: it keeps working, but it no longer sees
-// submounts below it and ".." leads out of the export. The same holds for
-// extra exports outside the root export, whatever the order: their fds
-// keep working, but their submounts are not seen after the pivot and ".."
-// from them leads into the detached host tree (hostfs never walks "..").
+// submounts below it and ".." leads out of the export. The same would hold
+// for extra exports, whatever the order, so open those with
+// Sandbox.OpenExport: in namespace mode it serves each through a detached
+// clone of its mount tree, which keeps its submounts and whose ".." stays
+// inside (hostfs never walks "..", but defence in depth).
 //
 // Changing credentials on every thread uses syscall.AllThreadsSyscall, which
 // the Go runtime refuses in a binary linked with cgo (including every -race

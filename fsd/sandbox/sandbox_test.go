@@ -134,6 +134,7 @@ func (b *lockedBuffer) String() string {
 
 // child is a running scenario.
 type child struct {
+	args   childArgs
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stderr *lockedBuffer
@@ -172,7 +173,7 @@ func startChild(t testing.TB, scenario string, args childArgs, opts childOpts) *
 	if opts.uid != 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(opts.uid), Gid: uint32(opts.uid)}
 	}
-	c := &child{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	c := &child{args: args, cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	if c.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -423,6 +424,38 @@ func expectHeldFDsWork(t *testing.T, r childReport) {
 	}
 }
 
+// hostDevIno is "dev:ino" of path, as devIno reports it in a child.
+func hostDevIno(t *testing.T, path string) string {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// expectClonedSecond checks the extra export OpenExport opened in
+// namespace mode: its fd is the export, ".." from it stays at it, its
+// submount is seen after the pivot, and its mount has nosuid and nodev.
+func expectClonedSecond(t *testing.T, r childReport, second string) {
+	t.Helper()
+	if r.SecondOpen != "ok" {
+		t.Fatalf("OpenExport: %s", r.SecondOpen)
+	}
+	if want := hostDevIno(t, second); r.SecondSelf != want {
+		t.Errorf("extra export fd is %s, want the export %s", r.SecondSelf, want)
+	}
+	if r.SecondDotDot != r.SecondSelf {
+		t.Errorf(`".." from the extra export's root is %s, want the root itself %s`, r.SecondDotDot, r.SecondSelf)
+	}
+	if r.SecondSubmountRead != "inner" {
+		t.Errorf("extra export's submount after the pivot: %q, want inner", r.SecondSubmountRead)
+	}
+	if want := int64(unix.ST_NOSUID | unix.ST_NODEV); r.SecondMountFlags&want != want {
+		t.Errorf("extra export's mount flags %#x lack nosuid,nodev", r.SecondMountFlags)
+	}
+}
+
 func TestApply(t *testing.T) {
 	requireRoot(t)
 	cwd, err := os.Getwd()
@@ -441,9 +474,11 @@ func TestApply(t *testing.T) {
 		// thread (extra locked threads and one made afterwards), umask
 		// and rlimit; held fds (extra export, /proc/self/fd) still work;
 		// a submount of the export stays visible through the root fd
-		// opened after Prepare; a procfs-free /proc directory stays.
+		// opened after Prepare; a procfs-free /proc directory stays; the
+		// extra export (outside the root) is a mount clone of its own:
+		// its submount is kept and ".." at its root stays there.
 		name: "namespace",
-		args: childArgs{Mode: ModeNamespace, Threads: 4, Submount: true, NoFile: noFile},
+		args: childArgs{Mode: ModeNamespace, Threads: 4, Submount: true, SecondSubmount: true, NoFile: noFile},
 		opts: childOpts{newNS: true},
 		check: func(t *testing.T, c *child, root string) {
 			r := c.report
@@ -456,6 +491,7 @@ func TestApply(t *testing.T) {
 			expectConfined(t, r.Pid)
 			expectRootIsExport(t, c, root)
 			expectHeldFDsWork(t, r)
+			expectClonedSecond(t, r, c.args.Second)
 			if r.SubmountRead != "inner" {
 				t.Errorf("submount through the root fd: %q, want inner", r.SubmountRead)
 			}
@@ -493,6 +529,66 @@ func TestApply(t *testing.T) {
 			expectHeldFDsWork(t, r)
 		},
 	}, {
+		// Proves a read-only extra export is read-only for the kernel
+		// too in namespace mode (its mount clone is rdonly), and still
+		// readable.
+		name: "namespace with a read-only extra export",
+		args: childArgs{Mode: ModeNamespace, SecondReadOnly: true, SecondSubmount: true},
+		opts: childOpts{newNS: true},
+		check: func(t *testing.T, c *child, root string) {
+			r := c.report
+			if r.Mode != ModeNamespace || r.Err != "" {
+				t.Fatalf("mode %q err %s, want namespace", r.Mode, r.Err)
+			}
+			expectClonedSecond(t, r, c.args.Second)
+			if r.WriteSecond != "EROFS" || r.SecondMountFlags&unix.ST_RDONLY == 0 {
+				t.Errorf("create in the read-only extra export: %s, mount flags %#x; want EROFS and rdonly", r.WriteSecond, r.SecondMountFlags)
+			}
+			if r.SecondRead != "hello from the second export" {
+				t.Errorf("read from the read-only extra export: %q", r.SecondRead)
+			}
+		},
+	}, {
+		// Proves why OpenExport clones: an extra export opened in place
+		// after Prepare, as it used to be, loses its submount at the
+		// pivot, and ".." from it leads out of the export.
+		name: "namespace with an extra export opened in place",
+		args: childArgs{Mode: ModeNamespace, SecondPlain: true, SecondSubmount: true},
+		opts: childOpts{newNS: true},
+		check: func(t *testing.T, c *child, root string) {
+			r := c.report
+			if r.Mode != ModeNamespace || r.Err != "" || r.SecondOpen != "ok" {
+				t.Fatalf("mode %q err %s open %s, want namespace", r.Mode, r.Err, r.SecondOpen)
+			}
+			if r.SecondSubmountRead != "ENOENT" {
+				t.Errorf("submount through a plain fd after the pivot: %q, want ENOENT (lost)", r.SecondSubmountRead)
+			}
+			if r.SecondDotDot == r.SecondSelf {
+				t.Errorf(`".." from a plain fd stayed at the export (%s): the clone would not be needed`, r.SecondSelf)
+			}
+		},
+	}, {
+		// Proves OpenExport's fallback where the kernel has no
+		// open_tree: the extra export is opened in place (it serves, its
+		// submount is lost at the pivot), with a warning.
+		name: "namespace without open_tree",
+		args: childArgs{Mode: ModeNamespace, SecondSubmount: true, NoOpenTree: true},
+		opts: childOpts{newNS: true},
+		check: func(t *testing.T, c *child, root string) {
+			r := c.report
+			if r.Mode != ModeNamespace || r.Err != "" || r.SecondOpen != "ok" {
+				t.Fatalf("mode %q err %s open %s, want namespace, ok", r.Mode, r.Err, r.SecondOpen)
+			}
+			expectHeldFDsWork(t, r)
+			if r.SecondSubmountRead != "ENOENT" {
+				t.Errorf("submount through the fallback fd: %q, want ENOENT", r.SecondSubmountRead)
+			}
+			c.stop(t) // all of stderr is in once it has exited
+			if !strings.Contains(c.stderr.String(), `"level":"warning","msg":"cannot clone the extra export's mount tree`) {
+				t.Errorf("no warning about the fallback in the log:\n%s", c.stderr)
+			}
+		},
+	}, {
 		// Proves the automatic mode picks namespace where it can.
 		name: "auto in a private namespace",
 		args: childArgs{Mode: ModeAuto},
@@ -505,11 +601,12 @@ func TestApply(t *testing.T) {
 			expectRootIsExport(t, c, root)
 		},
 	}, {
-		// Proves chroot mode: root is the export, every other layer on.
-		// (Run in a namespace of its own all the same, to keep the
-		// machine safe from a mistake.)
+		// Proves chroot mode: root is the export, every other layer on;
+		// the extra export is opened in place (the host's tree stays
+		// attached) and its submount is seen. (Run in a namespace of its
+		// own all the same, to keep the machine safe from a mistake.)
 		name: "chroot",
-		args: childArgs{Mode: ModeChroot, Threads: 2, Submount: true},
+		args: childArgs{Mode: ModeChroot, Threads: 2, Submount: true, SecondSubmount: true},
 		opts: childOpts{newNS: true},
 		check: func(t *testing.T, c *child, root string) {
 			r := c.report
@@ -519,6 +616,9 @@ func TestApply(t *testing.T) {
 			expectConfined(t, r.Pid)
 			expectRootIsExport(t, c, root)
 			expectHeldFDsWork(t, r)
+			if r.SecondOpen != "ok" || r.SecondSubmountRead != "inner" {
+				t.Errorf("extra export: open %s, its submount %q; want ok, inner", r.SecondOpen, r.SecondSubmountRead)
+			}
 			if r.Socket != "EPERM" {
 				t.Errorf("socket(AF_INET): %s, want EPERM", r.Socket)
 			}
@@ -650,6 +750,73 @@ func TestApply(t *testing.T) {
 			tt.check(t, c, root)
 			if t.Failed() {
 				t.Logf("child report: %+v\nchild stderr:\n%s", c.report, c.stderr)
+			}
+		})
+	}
+}
+
+// TestOpenExport covers OpenExport where it opens in place (mode none, as
+// in chroot mode; namespace mode is TestApply's, in children): the fd it
+// returns, and its refusals.
+func TestOpenExport(t *testing.T) {
+	root, second := exports(t)
+	file := filepath.Join(second, "hello")
+	s, err := Prepare(Config{Mode: ModeNone, Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		path    string
+		applied bool
+		want    error // nil: success
+	}{
+		// A directory: an O_PATH, close-on-exec fd on it.
+		{"directory", second, false, nil},
+		// A missing export is an error naming the path.
+		{"missing", filepath.Join(second, "missing"), false, unix.ENOENT},
+		// A regular file is no export.
+		{"regular file", file, false, unix.ENOTDIR},
+		// Too late: after Apply nothing is opened from the host.
+		{"after Apply", second, true, ErrApplied},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Apply is not called here (it would set this process's
+			// umask): mark the sandbox applied instead.
+			s.applied = tt.applied
+			defer func() { s.applied = false }()
+			fd, err := s.OpenExport(tt.path, false)
+			if tt.want != nil {
+				if !errors.Is(err, tt.want) || fd != -1 {
+					t.Fatalf("OpenExport(%s) = %d, %v; want -1, %v", tt.path, fd, err, tt.want)
+				}
+				if se := (*StepError)(nil); errors.As(err, &se) && se.Path != tt.path {
+					t.Errorf("error %v names %q, want %q", err, se.Path, tt.path)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("OpenExport(%s): %v", tt.path, err)
+			}
+			defer unix.Close(fd)
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprintf("%d:%d", st.Dev, st.Ino); got != hostDevIno(t, tt.path) {
+				t.Errorf("fd is %s, want %s", got, hostDevIno(t, tt.path))
+			}
+			fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fdfl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fl&unix.O_PATH == 0 || fdfl&unix.FD_CLOEXEC == 0 {
+				t.Errorf("flags %#o, fd flags %#x: want O_PATH and close-on-exec", fl, fdfl)
 			}
 		})
 	}
