@@ -106,6 +106,11 @@ type Mount struct {
 	Tag      string `toml:"tag"`
 	Source   string `toml:"source"`
 	ReadOnly bool   `toml:"readonly"`
+	// Share names a share group (key "share"): mounts with the same
+	// non-empty group are served by one attach point of the built-in
+	// daemon, as a pod volume is; they must have the same source and
+	// readonly. Empty (the default): the mount is its own attach point.
+	Share string `toml:"share"`
 }
 
 // FileMode is a permission value read from an integer (0o600) or an octal

@@ -132,7 +132,7 @@ readonly = true
 tag = "more"
 source = "$DIR"
 `, func(t *testing.T, c *Config) {
-			want := []Mount{{"data", e.data, true}, {"more", e.dir, false}}
+			want := []Mount{{Tag: "data", Source: e.data, ReadOnly: true}, {Tag: "more", Source: e.dir}}
 			if !reflect.DeepEqual(c.Mounts, want) {
 				t.Errorf("mounts %+v, want %+v", c.Mounts, want)
 			}
@@ -291,6 +291,14 @@ func TestParseBad(t *testing.T) {
 		// The same tag twice: the second names the first.
 		{"duplicate tag", minimal + "[[mount]]\ntag = \"data\"\nsource = \"$DATA\"\n\n[[mount]]\ntag = \"data\"\nsource = \"$DIR\"\n",
 			"mount[1].tag", 8, ErrDuplicateTag},
+		// One share group for two different sources.
+		{"share group, two sources", minimal + "[[mount]]\ntag = \"a\"\nsource = \"$DATA\"\nshare = \"vol\"\n\n[[mount]]\ntag = \"b\"\nsource = \"$DIR\"\nshare = \"vol\"\n",
+			"mount[1].share", 11, ErrBadValue},
+		// One share group, read-only and read-write.
+		{"share group, two modes", minimal + "[[mount]]\ntag = \"a\"\nsource = \"$DATA\"\nshare = \"vol\"\n\n[[mount]]\ntag = \"b\"\nsource = \"$DATA\"\nreadonly = true\nshare = \"vol\"\n",
+			"mount[1].share", 12, ErrBadValue},
+		// A share group breaking the --mount flag.
+		{"share group with ','", minimal + "[[mount]]\ntag = \"a\"\nsource = \"$DATA\"\nshare = \"v,ol\"\n", "mount[0].share", 6, ErrBadValue},
 		// A mount without a source.
 		{"no source", minimal + "[[mount]]\ntag = \"a\"\n", "mount[0].source", 3, ErrRequired},
 		// A relative source.

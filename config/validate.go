@@ -208,6 +208,7 @@ func (v *validator) mounts() {
 		v.bad("mount[0]", ErrBadValue, "mounts are served by the built-in daemon only; pass an external daemon's exports in daemon.args")
 	}
 	first := map[string]int{} // tag -> index of its first use
+	group := map[string]int{} // share group -> index of its first mount
 	for i, m := range c.Mounts {
 		base := indexKey("mount", i)
 		tagKey := base + ".tag"
@@ -226,6 +227,18 @@ func (v *validator) mounts() {
 		v.existingDir(srcKey, m.Source)
 		if strings.IndexByte(m.Source, ',') >= 0 {
 			v.bad(srcKey, ErrBadValue, "path %q contains ',', which the daemon's --mount flag uses as a separator", m.Source)
+		}
+		if m.Share == "" {
+			continue
+		}
+		shareKey := base + ".share"
+		if msg := badTag(m.Share); msg != "" {
+			v.bad(shareKey, ErrBadValue, "share group %s", strings.TrimPrefix(msg, "tag "))
+		} else if j, ok := group[m.Share]; ok && (c.Mounts[j].Source != m.Source || c.Mounts[j].ReadOnly != m.ReadOnly) {
+			v.bad(shareKey, ErrBadValue, "share group %q is mount[%d]'s (source %q, readonly %v): a group serves one source with one mode",
+				m.Share, j, c.Mounts[j].Source, c.Mounts[j].ReadOnly)
+		} else if !ok {
+			group[m.Share] = i
 		}
 	}
 }

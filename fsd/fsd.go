@@ -46,6 +46,11 @@ type Export struct {
 	Source string
 	// ReadOnly makes every mutation answer EROFS.
 	ReadOnly bool
+	// Share, when not empty, names a share group: the tagged exports of
+	// one group are served by one attach point (one pinned root fd, one
+	// QID space), as a pod volume is (see oci's mount hints). Exports of a
+	// group must have the same Source and ReadOnly.
+	Share string
 }
 
 // Options configures Serve.
@@ -104,6 +109,7 @@ func (o *Options) validate() (Export, sandbox.Mode, error) {
 	}
 	var root *Export
 	seen := map[string]bool{}
+	groups := map[string]*Export{}
 	for i := range o.Exports {
 		e := &o.Exports[i]
 		if e.Source == "" {
@@ -123,6 +129,15 @@ func (o *Options) validate() (Export, sandbox.Mode, error) {
 			return Export{}, "", errors.Wrapf(ErrInvalidOptions, "Exports[%d]: tag %q used twice", i, e.Tag)
 		}
 		seen[e.Tag] = true
+		if e.Share == "" {
+			continue
+		}
+		if first, ok := groups[e.Share]; ok && (first.Source != e.Source || first.ReadOnly != e.ReadOnly) {
+			return Export{}, "", errors.Wrapf(ErrInvalidOptions, "Exports[%d] (tag %q): share group %q already serves %s (read-only %v), not %s (read-only %v)",
+				i, e.Tag, e.Share, first.Source, first.ReadOnly, e.Source, e.ReadOnly)
+		} else if !ok {
+			groups[e.Share] = e
+		}
 	}
 	if root == nil {
 		return Export{}, "", errors.Wrap(ErrInvalidOptions, "no root export (an Export with Tag \"\")")
@@ -224,7 +239,12 @@ func Serve(ctx context.Context, opts Options) (err error) {
 			}
 		}
 	}()
+	shared := map[string]*hostfs.FS{} // by share group
 	for _, e := range opts.Exports {
+		if fs, ok := shared[e.Share]; ok && e.Tag != "" {
+			r.tags[e.Tag] = fs // one attach point for the whole group
+			continue
+		}
 		hopts := []hostfs.Option{hostfs.WithLogger(log)}
 		if e.ReadOnly {
 			hopts = append(hopts, hostfs.ReadOnly())
@@ -249,6 +269,9 @@ func Serve(ctx context.Context, opts Options) (err error) {
 			r.root = fs
 		} else {
 			r.tags[e.Tag] = fs
+			if e.Share != "" {
+				shared[e.Share] = fs
+			}
 		}
 	}
 	if err := sb.Apply(); err != nil {

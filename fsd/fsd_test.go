@@ -377,3 +377,47 @@ func TestWalkFromOpenFid(t *testing.T) {
 		t.Fatalf("getattr on the clone: %v %v", attr, err)
 	}
 }
+
+// TestServeShareGroups proves that the tagged exports of one share group
+// (a pod volume mounted by several containers) are served by one attach
+// point: the daemon holds fewer descriptors for three grouped mounts than
+// for three separate ones, and every tag reaches the same files. It also
+// proves a group must have one source and one mode.
+func TestServeShareGroups(t *testing.T) {
+	root, vol := exportDir(t, "root"), exportDir(t, "vol")
+	exports := func(group string) []Export {
+		return []Export{
+			{Source: root},
+			{Tag: "c1", Source: vol, Share: group},
+			{Tag: "c2", Source: vol, Share: group},
+			{Tag: "c3", Source: vol, Share: group},
+		}
+	}
+	held := func(group string) int {
+		before := countFDs(t)
+		d := start(t, Options{Exports: exports(group)})
+		n := countFDs(t) - before
+		for _, tag := range []string{"c1", "c2", "c3"} {
+			if got, err := marker(t, client(t, d.addr), tag); err != nil || got != "vol" {
+				t.Errorf("group %q, tag %s: %q, %v; want the volume's marker", group, tag, got, err)
+			}
+		}
+		d.stop(t)
+		return n
+	}
+	separate, grouped := held(""), held("pod-volume")
+	if grouped >= separate {
+		t.Errorf("grouped mounts hold %d descriptors, separate ones %d: the group is not one attach point", grouped, separate)
+	}
+
+	dir := exportDir(t, "other")
+	for _, bad := range [][]Export{
+		{{Source: root}, {Tag: "a", Source: vol, Share: "g"}, {Tag: "b", Source: dir, Share: "g"}},                 // two sources
+		{{Source: root}, {Tag: "a", Source: vol, Share: "g"}, {Tag: "b", Source: vol, Share: "g", ReadOnly: true}}, // two modes
+	} {
+		err := Serve(context.Background(), Options{Listener: listenUnix(t), Exports: bad, Sandbox: "none"})
+		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), `share group "g"`) {
+			t.Errorf("Serve(%+v) = %v, want ErrInvalidOptions naming the share group", bad, err)
+		}
+	}
+}

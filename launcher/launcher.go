@@ -569,6 +569,9 @@ func ServeArgs(c *config.Config) ([]string, error) {
 		if m.ReadOnly {
 			v += ",ro"
 		}
+		if m.Share != "" {
+			v += ",share=" + m.Share
+		}
 		args = append(args, "--mount", v)
 	}
 	args = append(args, "--log-level", level, "--log-format", format)

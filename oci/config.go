@@ -54,7 +54,7 @@ func (b *Bundle) Config(base *config.Config) (*config.Config, error) {
 		if strings.ContainsRune(e.Source, ',') {
 			return nil, b.specErr(field+".source", ErrUnsupportedSource, fmt.Sprintf("%q has ','", e.Source))
 		}
-		c.Mounts = append(c.Mounts, config.Mount{Tag: e.Tag, Source: e.Source, ReadOnly: e.ReadOnly})
+		c.Mounts = append(c.Mounts, config.Mount{Tag: e.Tag, Source: e.Source, ReadOnly: e.ReadOnly, Share: e.ShareKey})
 	}
 	if err := c.Validate(); err != nil {
 		return nil, errors.WithMessagef(err, "bundle %s", b.Dir)

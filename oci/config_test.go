@@ -154,3 +154,32 @@ func TestBundleConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestBundleConfigShareGroups proves that start --bundle keeps pod sharing:
+// the mounts of a share=pod volume carry one share group per mode into the
+// launcher's [[mount]] table, and a container-shared mount carries none.
+func TestBundleConfigShareGroups(t *testing.T) {
+	b, err := LoadBundle(filepath.Join("testdata", "hints"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.Config(config.Default(t.TempDir(), filepath.Join(t.TempDir(), "fsd.sock")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	share := map[string]string{}
+	for _, m := range c.Mounts {
+		share[m.Tag] = m.Share
+	}
+	switch {
+	case share["/a"] == "" || share["/a"] != share["/b"]:
+		t.Errorf("the read-write mounts of the pod volume: groups %q and %q, want one non-empty group", share["/a"], share["/b"])
+	case share["/c"] == "" || share["/c"] == share["/a"]:
+		t.Errorf("the read-only mount of the pod volume: group %q, want its own (read-only belongs to the attach point)", share["/c"])
+	case share["/private"] != "":
+		t.Errorf("a container-shared mount: group %q, want none", share["/private"])
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("the launcher refuses the bundle's config: %v", err)
+	}
+}

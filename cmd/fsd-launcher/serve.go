@@ -43,7 +43,7 @@ Gofer mode serves an OCI bundle on already-connected sockets instead:
         [--max-inflight N] [--max-msize N] [--log-level L] [--log-format F]
 It exits 0 once every connection has closed.`
 
-// mountFlag collects repeated --mount tag=T,source=S[,ro] values.
+// mountFlag collects repeated --mount tag=T,source=S[,ro][,share=G] values.
 type mountFlag []fsd.Export
 
 var _ flag.Value = (*mountFlag)(nil)
@@ -59,12 +59,15 @@ func (m *mountFlag) String() string {
 		if e.ReadOnly {
 			s += ",ro"
 		}
+		if e.Share != "" {
+			s += ",share=" + e.Share
+		}
 		parts = append(parts, s)
 	}
 	return strings.Join(parts, " ")
 }
 
-// Set implements flag.Value.Set: it parses one tag=T,source=S[,ro].
+// Set implements flag.Value.Set: it parses one tag=T,source=S[,ro][,share=G].
 func (m *mountFlag) Set(v string) error {
 	var e fsd.Export
 	var haveTag, haveSource bool
@@ -77,12 +80,14 @@ func (m *mountFlag) Set(v string) error {
 			e.Source, haveSource = val, true
 		case key == "ro" && !hasVal && !e.ReadOnly:
 			e.ReadOnly = true
+		case key == "share" && hasVal && val != "" && e.Share == "":
+			e.Share = val
 		default:
-			return errors.Errorf("%q: want tag=T,source=S[,ro] (unexpected %q)", v, part)
+			return errors.Errorf("%q: want tag=T,source=S[,ro][,share=G] (unexpected %q)", v, part)
 		}
 	}
 	if !haveTag || !haveSource {
-		return errors.Errorf("%q: want tag=T,source=S[,ro] (tag and source are required)", v)
+		return errors.Errorf("%q: want tag=T,source=S[,ro][,share=G] (tag and source are required)", v)
 	}
 	if err := fsd.CheckTag(e.Tag); err != nil {
 		return errors.Errorf("%q: tag %q %v", v, e.Tag, err)
@@ -120,7 +125,7 @@ func serveMain(args []string) int {
 	fs.StringVar(&f.socketPath, "socket-path", "", "create and serve a unix socket at `PATH` (mode 0600, removed on exit)")
 	fs.StringVar(&f.sharedDir, "shared-dir", "", "the root export `DIR`, aname \"\" and \"/\" (required)")
 	fs.BoolVar(&f.readOnly, "readonly", false, "make the root export read-only (mutations answer EROFS)")
-	fs.Var(&f.mounts, "mount", "another export, `tag=T,source=DIR[,ro]`, reached by aname T (repeatable)")
+	fs.Var(&f.mounts, "mount", "another export, `tag=T,source=DIR[,ro][,share=G]`, reached by aname T (repeatable); mounts with the same share group G are served by one attach point")
 	fs.StringVar(&f.logLevel, "log-level", config.DefaultLogLevel, "log `LEVEL`: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", config.DefaultLogFormat, "log `FORMAT`: text or json")
 	fs.StringVar(&f.sandbox, "sandbox", "", "confinement `MODE`: namespace, chroot or none (default: the strongest that works here)")

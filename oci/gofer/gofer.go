@@ -144,7 +144,7 @@ func Serve(ctx context.Context, b *oci.Bundle, conns []net.Conn, opts ...Option)
 			return errors.WithMessage(err, "gofer: sandbox")
 		}
 	}
-	fss, closeFSs, err := openExports(exports, o.log)
+	fss, closeFSs, err := openExports(exports, sb, o.log)
 	if err != nil {
 		return err
 	}
@@ -181,9 +181,12 @@ func Serve(ctx context.Context, b *oci.Bundle, conns []net.Conn, opts ...Option)
 }
 
 // openExports opens one hostfs.FS per attach point: exports with the same
-// non-empty ShareKey share one. fss[i] serves exports[i]. On error every
-// FS opened so far is closed.
-func openExports(exports []oci.Export, log *logrus.Entry) (fss []*hostfs.FS, closeAll func(), err error) {
+// non-empty ShareKey share one. fss[i] serves exports[i]. The bind mounts
+// are opened through sb (when not nil) so that in namespace mode each is a
+// detached clone of its mount tree that the pivot leaves whole (see
+// sandbox.Sandbox.OpenExport); the root is the mount that becomes "/". On
+// error every FS opened so far is closed.
+func openExports(exports []oci.Export, sb *sandbox.Sandbox, log *logrus.Entry) (fss []*hostfs.FS, closeAll func(), err error) {
 	var opened []*hostfs.FS
 	closeAll = func() {
 		for _, fs := range opened {
@@ -200,6 +203,14 @@ func openExports(exports []oci.Export, log *logrus.Entry) (fss []*hostfs.FS, clo
 		hopts := []hostfs.Option{hostfs.WithLogger(log)}
 		if e.ReadOnly {
 			hopts = append(hopts, hostfs.ReadOnly())
+		}
+		if sb != nil && i > 0 {
+			fd, err := sb.OpenExport(e.Source, e.ReadOnly)
+			if err != nil {
+				closeAll()
+				return nil, nil, errors.WithMessagef(err, "gofer: export %s", e.Tag)
+			}
+			hopts = append(hopts, hostfs.WithRootFD(fd))
 		}
 		fs, err := hostfs.New(e.Source, hopts...)
 		if err != nil {

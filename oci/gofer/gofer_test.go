@@ -369,7 +369,7 @@ func TestOpenExportsSharing(t *testing.T) {
 			{"destination": "/e", "type": "bind", "source": "ctrvol"},
 			{"destination": "/f", "type": "bind", "source": "podvol", "options": ["ro"]}
 		]}`, "podvol", "ctrvol")
-	fss, closeAll, err := openExports(b.Exports(), quietLogger())
+	fss, closeAll, err := openExports(b.Exports(), nil, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
