@@ -23,20 +23,23 @@ func (f *file) mutableDir() error {
 	return nil
 }
 
-// owner returns the ids to give a new file, and whether to chown at all:
-// only when the daemon runs as root and the guest sent a valid id.
-func (fs *FS) owner(uid p9.UID, gid p9.GID) (int, int, bool) {
-	if !fs.chown || (!uid.Ok() && !gid.Ok()) {
+// owner returns the ids to give the new inode st describes, and whether
+// to chown at all: only when the daemon runs as root, the guest sent a
+// valid id, and the inode does not have it already. A new inode gets the
+// daemon's fsuid and fsgid (or, beneath a setgid directory, the
+// directory's group), so a guest creating as those ids costs no fchown.
+func (fs *FS) owner(uid p9.UID, gid p9.GID, st *unix.Stat_t) (int, int, bool) {
+	if !fs.chown {
 		return -1, -1, false
 	}
 	u, g := -1, -1
-	if uid.Ok() {
+	if uid.Ok() && uint32(uid) != st.Uid {
 		u = int(uid)
 	}
-	if gid.Ok() {
+	if gid.Ok() && uint32(gid) != st.Gid {
 		g = int(gid)
 	}
-	return u, g, true
+	return u, g, u != -1 || g != -1
 }
 
 // chownFD gives the inode fd pins to (u, g), acting on a symlink itself.
@@ -73,13 +76,13 @@ func fixMode(fd int, st *unix.Stat_t, want uint32, chowned bool) error {
 // something else there).
 func (fs *FS) undoCreate(dir *node, name string, made *unix.Stat_t, flags int) {
 	var st unix.Stat_t
-	if err := unix.Fstatat(dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := lstatat(dir.fd, name, &st); err != nil {
 		return
 	}
 	if st.Dev != made.Dev || st.Ino != made.Ino {
 		return
 	}
-	if err := unix.Unlinkat(dir.fd, name, flags); err != nil {
+	if err := unlinkat(dir.fd, name, flags); err != nil {
 		fs.log.WithFields(logrus.Fields{"name": name, "error": err}).Warn("cannot remove a file whose creation failed")
 	}
 }
@@ -104,7 +107,7 @@ func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.
 		return nil, p9.QID{}, 0, err
 	}
 	want := uint32(perm) & permBits
-	fd, err := unix.Openat(f.n.fd, name, h|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, want)
+	fd, err := openat(f.n.fd, name, h|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, want)
 	if err != nil {
 		return nil, p9.QID{}, 0, hostErrno(err)
 	}
@@ -120,7 +123,7 @@ func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.
 		unix.Close(fd)
 		return nil, p9.QID{}, 0, hostErrno(err)
 	}
-	u, g, chown := f.fs.owner(uid, gid)
+	u, g, chown := f.fs.owner(uid, gid, &st)
 	if chown {
 		if err := unix.Fchown(fd, u, g); err != nil {
 			return fail(err)
@@ -133,11 +136,11 @@ func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.
 	if err != nil {
 		return fail(err)
 	}
-	n := newNode(fd, &st, qid)
 	f.n.incRef()
-	nf := f.fs.newFile(n, f.n, name)
-	nf.open.Store(&openFile{fd: fd, shared: true})
-	return nf, qid, 0, nil
+	nf := f.fs.newPinnedFile(fd, &st, qid, f.n, name)
+	nf.ownOpen = openFile{fd: fd} // the node's fd: shared
+	nf.open.Store(&nf.ownOpen)
+	return &nf.file, qid, 0, nil
 }
 
 // finishCreate pins the name a create made (O_PATH|O_NOFOLLOW, beneath
@@ -159,7 +162,7 @@ func (f *file) finishCreate(name string, typ uint32, want uint32, setMode bool, 
 		// A racing rename replaced the new entry; leave it alone.
 		return p9.QID{}, linux.ESTALE
 	}
-	u, g, chown := f.fs.owner(uid, gid)
+	u, g, chown := f.fs.owner(uid, gid, &st)
 	if chown {
 		if err := chownFD(fd, u, g); err != nil {
 			f.fs.undoCreate(f.n, name, &st, unlinkFlags)
@@ -293,13 +296,13 @@ func (f *file) Link(target p9.File, newName string) error {
 		return hostErrno(err)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(f.n.fd, newName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := lstatat(f.n.fd, newName, &st); err != nil {
 		return hostErrno(err)
 	}
 	if !t.n.sameInode(&st) {
 		// Not what was pinned (a racing rename, or a kernel that
 		// followed further): take the name back, never keep it.
-		if err := unix.Unlinkat(f.n.fd, newName, 0); err != nil {
+		if err := unlinkat(f.n.fd, newName, 0); err != nil {
 			f.fs.log.WithFields(logrus.Fields{"name": newName, "error": err}).Warn("cannot remove a mismatched hard link")
 		}
 		return linux.EXDEV
@@ -386,7 +389,7 @@ func (f *file) Rename(newDir p9.File, newName string) error {
 // stillNamed checks that name in parent still names f's pinned inode.
 func (f *file) stillNamed(parent *node, name string) error {
 	var st unix.Stat_t
-	if err := unix.Fstatat(parent.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := lstatat(parent.fd, name, &st); err != nil {
 		if err == unix.ENOENT {
 			return linux.ESTALE
 		}
@@ -415,7 +418,7 @@ func (f *file) UnlinkAt(name string, flags uint32) error {
 	if err := f.mutableDir(); err != nil {
 		return err
 	}
-	return hostErrno(unix.Unlinkat(f.n.fd, name, int(flags)))
+	return hostErrno(unlinkat(f.n.fd, name, int(flags)))
 }
 
 // Remove unlinks the file this File names (Tremove; the server clunks the
@@ -441,5 +444,5 @@ func (f *file) Remove() error {
 	if f.n.isDir() {
 		flags = unix.AT_REMOVEDIR
 	}
-	return hostErrno(unix.Unlinkat(parent.fd, name, flags))
+	return hostErrno(unlinkat(parent.fd, name, flags))
 }

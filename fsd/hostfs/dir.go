@@ -1,6 +1,7 @@
 package hostfs
 
 import (
+	"bytes"
 	"encoding/binary"
 	"sync"
 
@@ -61,6 +62,11 @@ func (d *dirReader) close() {
 // carry the host's d_off as their offset and d_type as their type; "." and
 // ".." are included, and no entry is stat'ed. An empty result means the
 // end of the directory.
+//
+// A call allocates twice whatever the number of entries: the Dirents, of
+// the exact length, and one string that holds every name (each Name is a
+// substring of it). Both belong to the caller; hostfs keeps no reference
+// to them (the entries are gathered in pooled scratch space first).
 func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 	if err := f.enter(); err != nil {
 		return nil, err
@@ -89,74 +95,161 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 		}
 		d.pos, d.end, d.next = 0, 0, offset
 	}
-	var ents p9.Dirents
+	s := direntScratches.Get().(*direntScratch)
+	defer s.put()
+	if err := f.readEntries(of.fd, d, count, s); err != nil {
+		return nil, err
+	}
+	return s.dirents(), nil
+}
+
+// readEntries gathers into s the entries that fit in count bytes, from
+// what d holds and then from getdents64. It fails only when it has no
+// entry to return: a getdents64 error after some entries ends the call
+// with those.
+func (f *file) readEntries(fd int, d *dirReader, count uint32, s *direntScratch) error {
+	// QID paths: the inode number itself on the export root's device
+	// (devices.path's fast case, inlined here), devices.path otherwise.
+	sameDev := f.n.dev == f.fs.devs.rootDev
+	isRoot := f.n == f.fs.root
 	used := uint32(0)
 	for {
 		if d.pos >= d.end {
 			if d.buf == nil {
 				d.buf = direntBufs.Get().(*[direntBufSize]byte)
 			}
-			n, err := getdents(of.fd, d.buf[:])
+			n, err := getdents(fd, d.buf[:])
 			if err != nil {
-				if len(ents) > 0 {
-					return ents, nil
+				if len(s.ents) > 0 {
+					return nil
 				}
-				return nil, hostErrno(err)
+				return hostErrno(err)
 			}
 			if n == 0 {
-				return ents, nil
+				return nil
 			}
 			d.pos, d.end = 0, n
 		}
 		rec := d.buf[d.pos:d.end]
 		if len(rec) < hostDirentName {
-			return nil, linux.EIO
+			return linux.EIO
 		}
 		reclen := int(binary.NativeEndian.Uint16(rec[16:18]))
 		if reclen < hostDirentName || reclen > len(rec) {
-			return nil, linux.EIO
+			return linux.EIO
 		}
-		name := rec[hostDirentName:reclen]
-		for i, c := range name {
-			if c == 0 {
-				name = name[:i]
-				break
-			}
-		}
+		name := direntName(rec[hostDirentName:reclen])
 		size := uint32(direntHeader + len(name))
 		if used+size > count {
-			if len(ents) == 0 {
+			if len(s.ents) == 0 {
 				// Not even one entry fits (getdents64 says
 				// EINVAL too).
-				return nil, linux.EINVAL
+				return linux.EINVAL
 			}
-			return ents, nil
+			return nil
 		}
 		ino := binary.NativeEndian.Uint64(rec[0:8])
 		off := binary.NativeEndian.Uint64(rec[8:16])
 		typ := rec[18]
-		if f.n == f.fs.root && string(name) == ".." {
+		if isRoot && string(name) == ".." {
 			// The root's parent lies outside the export: do not
 			// reveal its inode.
 			ino = f.n.ino
 		}
-		path, err := f.fs.devs.path(f.n.dev, ino)
-		if err != nil {
-			return nil, err
+		path := ino
+		if !sameDev || ino&^inoMask != 0 {
+			var err error
+			if path, err = f.fs.devs.path(f.n.dev, ino); err != nil {
+				return err
+			}
 		}
-		if ents == nil {
-			ents = make(p9.Dirents, 0, min(int(count)/32+1, 512))
-		}
-		ents = append(ents, p9.Dirent{
-			QID:    p9.QID{Type: direntQIDType(typ), Path: path},
-			Offset: off,
-			Type:   p9.QIDType(typ),
-			Name:   string(name),
+		s.names = append(s.names, name...)
+		s.ents = append(s.ents, scratchDirent{
+			path: path,
+			off:  off,
+			typ:  typ,
+			end:  uint32(len(s.names)),
 		})
 		used += size
 		d.pos += reclen
 		d.next = off
 	}
+}
+
+// direntScratch is where one Readdir call gathers its entries before
+// their exact-size allocations: the entries (pointer-free, the names as
+// end offsets) and the names back to back. A call holds one only while it
+// runs; direntScratches recycles them.
+type direntScratch struct {
+	ents  []scratchDirent
+	names []byte
+}
+
+// scratchDirent is one entry of a direntScratch; its name is
+// names[previous entry's end:end].
+type scratchDirent struct {
+	path uint64
+	off  uint64
+	end  uint32
+	typ  uint8
+}
+
+var direntScratches = sync.Pool{New: func() any { return new(direntScratch) }}
+
+// A pooled scratch is kept only up to what a 1 MiB budget can need, with
+// room for append's growth (at most 2 MiB of names and 2 MiB of entries);
+// a call with a larger budget (up to maxReaddirCount) still works, its
+// scratch is just not kept.
+const (
+	maxScratchNames = 2 << 20
+	maxScratchEnts  = 2 * (1<<20/(direntHeader+1) + 1)
+)
+
+// put empties s and returns it to the pool.
+func (s *direntScratch) put() {
+	if cap(s.names) > maxScratchNames || cap(s.ents) > maxScratchEnts {
+		return
+	}
+	s.ents, s.names = s.ents[:0], s.names[:0]
+	direntScratches.Put(s)
+}
+
+// dirents returns the gathered entries as the caller's own Dirents (nil
+// when there are none): two allocations, the slice and the names.
+func (s *direntScratch) dirents() p9.Dirents {
+	if len(s.ents) == 0 {
+		return nil
+	}
+	names := string(s.names)
+	out := make(p9.Dirents, len(s.ents))
+	start := uint32(0)
+	for i := range s.ents {
+		e := &s.ents[i]
+		out[i] = p9.Dirent{
+			QID:    p9.QID{Type: direntQIDType(e.typ), Path: e.path},
+			Offset: e.off,
+			Type:   p9.QIDType(e.typ),
+			Name:   names[start:e.end],
+		}
+		start = e.end
+	}
+	return out
+}
+
+// direntName returns the name in a linux_dirent64's name field, which
+// holds the name, its NUL and up to 7 bytes of padding (the record is
+// rounded up to 8 bytes): the NUL is among the last 8 bytes, so only they
+// are searched (the whole field if, against the format, it is not there).
+func direntName(field []byte) []byte {
+	for i := max(len(field)-8, 0); i < len(field); i++ {
+		if field[i] == 0 {
+			return field[:i]
+		}
+	}
+	if i := bytes.IndexByte(field, 0); i >= 0 {
+		return field[:i]
+	}
+	return field
 }
 
 // direntQIDType is the QID type of a d_type, like p9.FileMode.QIDType.

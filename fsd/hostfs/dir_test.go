@@ -197,6 +197,47 @@ func TestReaddirOffsets(t *testing.T) {
 			exactlyOnce(t, r, want)
 		}
 	})
+	// Each call's entries are the caller's own: calls on several open
+	// directories at once (sharing the pooled scratch space), kept
+	// across later calls and after the directories are closed, all
+	// stay intact.
+	t.Run("results-are-the-callers", func(t *testing.T) {
+		var wg sync.WaitGroup
+		results := make([][]p9.Dirent, 4)
+		for i := range results {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, d, err := root.Walk([]string{"big"})
+				if err != nil {
+					t.Errorf("walk: %v", err)
+					return
+				}
+				defer d.Close()
+				if _, _, err := d.Open(p9.ReadOnly); err != nil {
+					t.Errorf("open: %v", err)
+					return
+				}
+				var off uint64
+				for {
+					ents, err := d.Readdir(off, uint32(2000+i*1500))
+					if err != nil {
+						t.Errorf("readdir: %v", err)
+						return
+					}
+					if len(ents) == 0 {
+						return
+					}
+					results[i] = append(results[i], ents...)
+					off = ents[len(ents)-1].Offset
+				}
+			}()
+		}
+		wg.Wait()
+		for _, r := range results {
+			exactlyOnce(t, r, want)
+		}
+	})
 }
 
 func sortedNames(ents []p9.Dirent) []string {
@@ -206,4 +247,37 @@ func sortedNames(ents []p9.Dirent) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestDirentName checks the name is cut at its NUL however the record is
+// padded, using getdents64's own layout: the name field runs from offset
+// 19 to the record length, a multiple of 8.
+func TestDirentName(t *testing.T) {
+	for _, row := range []struct {
+		name string
+		pad  byte
+	}{
+		{"a", 0},                        // shortest name, zero padding
+		{"a", 0xff},                     // stale bytes after the NUL are ignored
+		{"abcd", 'x'},                   // the NUL lands in the record's last byte (19+4+1 = 24)
+		{"abcde", 'x'},                  // one more byte: a full 7 bytes of padding
+		{strings.Repeat("n", 255), 'z'}, // NAME_MAX, non-zero padding
+		{"entry-00042", 0x01},           // a typical name, padding that is not NUL
+	} {
+		reclen := (hostDirentName + len(row.name) + 1 + 7) &^ 7
+		field := make([]byte, reclen-hostDirentName)
+		for i := range field {
+			field[i] = row.pad
+		}
+		copy(field, row.name)
+		field[len(row.name)] = 0
+		if got := string(direntName(field)); got != row.name {
+			t.Errorf("direntName(%q + NUL + padding %#x) = %q", row.name, row.pad, got)
+		}
+	}
+	// A field without its NUL (never written by the kernel) is the
+	// whole name rather than an overrun.
+	if got := string(direntName([]byte("nonul"))); got != "nonul" {
+		t.Errorf("no NUL: %q", got)
+	}
 }

@@ -81,19 +81,42 @@ var errnoTable = map[unix.Errno]linux.Errno{
 // the guest must see. nil stays nil, io.EOF stays io.EOF (p9.File allows
 // it for reads), a linux.Errno passes through, and an error the table does
 // not know becomes EIO.
+//
+// The common cases (a bare unix.Errno from a system call, a linux.Errno)
+// are a type switch that allocates nothing: a failed lookup is a hot path
+// for a guest (every stat of a name that does not exist).
 func hostErrno(err error) error {
-	if err == nil || err == io.EOF {
+	switch e := err.(type) {
+	case nil:
+		return nil
+	case unix.Errno:
+		return errnoOf(e)
+	case linux.Errno:
+		return e
+	}
+	if err == io.EOF {
 		return err
 	}
+	return wrappedErrno(err)
+}
+
+// errnoOf maps one host errno.
+func errnoOf(e unix.Errno) error {
+	if le, ok := errnoTable[e]; ok {
+		return le
+	}
+	return linux.EIO
+}
+
+// wrappedErrno is hostErrno for an error that wraps an errno.
+func wrappedErrno(err error) error {
 	var le linux.Errno
 	if errors.As(err, &le) {
 		return le
 	}
 	var ue unix.Errno
 	if errors.As(err, &ue) {
-		if e, ok := errnoTable[ue]; ok {
-			return e
-		}
+		return errnoOf(ue)
 	}
 	return linux.EIO
 }

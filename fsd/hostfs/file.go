@@ -12,10 +12,10 @@ import (
 
 // file is the p9.File for one fid: a pinned node, plus what Remove and
 // symlink times need to name it (its parent's node and its name), plus
-// the open state once Open or Create has run.
+// the open state once Open or Create has run (ownOpen, inside the File).
 type file struct {
 	fs *FS
-	n  *node
+	n  *node // a pinnedFile's own node, or a shared one (a clone's, the root's)
 
 	// mu guards parent and name (Renamed and Rename change them) and
 	// serializes the transition to open.
@@ -23,26 +23,46 @@ type file struct {
 	parent *node // nil for the export root
 	name   string
 
-	// open is nil until Open or Create succeeds; it never changes after.
+	// open is nil until Open or Create succeeds, then &ownOpen; it never
+	// changes after.
 	open atomic.Pointer[openFile]
 
 	// state counts the calls in flight in its low bits; closedBit marks
 	// Close. The fds are released on the transition to exactly
 	// closedBit (closed, nothing in flight), which happens once.
 	state atomic.Int64
+
+	// ownOpen is what open points to once set; written only before that
+	// Store (under mu, or before the File is published), read only
+	// through open.
+	ownOpen openFile
+}
+
+// pinnedFile is a File that pinned its inode itself (a walk's last
+// component, a create): the File, its node and the QID a one-name walk
+// returns, in one allocation. Only the embedded file is handed out; a
+// clone is a plain file sharing own, so it costs less.
+type pinnedFile struct {
+	file
+	own node
+	// qids holds the QID a one-name Walk returns: the caller's slice
+	// aliases it, and it is never written again.
+	qids [1]p9.QID
 }
 
 const closedBit = 1 << 62
 
-// openFile is the fd Open or Create produced.
+// openFile is the fd Open or Create produced: a reopened fd of its own,
+// or after Create the node's fd itself (fd == n.fd, which two open fds
+// never share), which is then closed with the node, not with the file.
 type openFile struct {
 	fd int
-	// shared is true when fd is also the node's fd (Create): it is then
-	// closed with the node, not with the file.
-	shared bool
 	// dir is the readdir state of an open directory, nil otherwise.
 	dir *dirReader
 }
+
+// shared reports whether of.fd is the node's fd (a created file).
+func (of *openFile) shared(n *node) bool { return of.fd == n.fd }
 
 // Compile-time checks: p9.File, and the optional methods fsd's server
 // looks for (Tremove, Tgetlock).
@@ -54,10 +74,20 @@ var (
 	} = (*file)(nil)
 )
 
-// newFile returns a File for n, which must already hold a reference for
-// it; parent (possibly nil) must also hold one.
+// newFile returns a File for a shared node n (the export root's, or a
+// clone's source's), which must already hold a reference for it; parent
+// (possibly nil) must also hold one.
 func (fs *FS) newFile(n *node, parent *node, name string) *file {
 	return &file{fs: fs, n: n, parent: parent, name: name}
+}
+
+// newPinnedFile returns a File pinning fd (which it now owns), its node
+// allocated with it; parent must hold a reference for it.
+func (fs *FS) newPinnedFile(fd int, st *unix.Stat_t, qid p9.QID, parent *node, name string) *pinnedFile {
+	pf := &pinnedFile{file: file{fs: fs, parent: parent, name: name}}
+	pf.own.init(fd, st, qid)
+	pf.n = &pf.own
+	return pf
 }
 
 // enter registers a call in flight; it fails with EBADF once the file is
@@ -101,7 +131,7 @@ func (f *file) release() {
 		if of.dir != nil {
 			of.dir.close()
 		}
-		if !of.shared {
+		if !of.shared(f.n) {
 			unix.Close(of.fd)
 		}
 	}
@@ -153,13 +183,16 @@ func checkName(name string) error {
 // its pinned fd); otherwise each component costs one open and one fstat.
 // A failure at any component fails the whole walk (no File), and returns
 // with the error the QIDs of the components walked before it, so that a
-// server can answer a partial Rwalk without walking again.
+// server can answer a partial Rwalk without walking again. A one-name walk
+// allocates nothing but the new File (its QID slice aliases the File's
+// own, never written again).
 func (f *file) Walk(names []string) ([]p9.QID, p9.File, error) {
 	if err := f.enter(); err != nil {
 		return nil, nil, err
 	}
 	defer f.exit()
-	qids, nf, _, err := f.walk(names, nil)
+	var st unix.Stat_t
+	qids, nf, err := f.walk(names, &st, false)
 	if err != nil {
 		return qids, nil, err
 	}
@@ -174,7 +207,7 @@ func (f *file) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.A
 	}
 	defer f.exit()
 	var st unix.Stat_t
-	qids, nf, _, err := f.walk(names, &st)
+	qids, nf, err := f.walk(names, &st, true)
 	if err != nil {
 		return qids, nil, p9.AttrMask{}, p9.Attr{}, err
 	}
@@ -182,13 +215,13 @@ func (f *file) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.A
 	return qids, nf, valid, attr, nil
 }
 
-// walk does Walk; when st is not nil it receives the stat of the last
-// component (of f itself for a clone).
-func (f *file) walk(names []string, st *unix.Stat_t) ([]p9.QID, *file, *unix.Stat_t, error) {
+// walk does Walk. st receives the stat of the last component; a clone
+// stats f itself only when statClone is set (WalkGetAttr).
+func (f *file) walk(names []string, st *unix.Stat_t, statClone bool) ([]p9.QID, *file, error) {
 	if len(names) == 0 {
-		if st != nil {
+		if statClone {
 			if err := fstat(f.n.fd, st); err != nil {
-				return nil, nil, nil, hostErrno(err)
+				return nil, nil, hostErrno(err)
 			}
 		}
 		f.mu.Lock()
@@ -198,60 +231,68 @@ func (f *file) walk(names []string, st *unix.Stat_t) ([]p9.QID, *file, *unix.Sta
 		}
 		f.mu.Unlock()
 		f.n.incRef()
-		return nil, f.fs.newFile(f.n, parent, name), st, nil
+		return nil, f.fs.newFile(f.n, parent, name), nil
 	}
 	for _, name := range names {
 		if err := checkName(name); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 	}
 	if !f.n.isDir() {
-		return nil, nil, nil, linux.ENOTDIR
+		return nil, nil, linux.ENOTDIR
 	}
-	var local unix.Stat_t
-	if st == nil {
-		st = &local
+	// The QIDs of a multi-name walk need a slice of their own; a
+	// one-name walk answers with the new File's.
+	var qids []p9.QID
+	if len(names) > 1 {
+		qids = make([]p9.QID, 0, len(names))
 	}
-	qids := make([]p9.QID, 0, len(names))
 	parent := f.n
 	parent.incRef()
 	for i, name := range names {
-		child, err := f.fs.openChild(parent, name, st)
+		fd, qid, err := f.fs.pin(parent, name, st)
 		if err != nil {
 			parent.decRef()
 			if i == 0 {
 				qids = nil
 			}
-			return qids, nil, nil, err
+			return qids, nil, err
 		}
-		qids = append(qids, child.qid)
 		if i == len(names)-1 {
-			return qids, f.fs.newFile(child, parent, name), st, nil
+			pf := f.fs.newPinnedFile(fd, st, qid, parent, name)
+			if qids == nil {
+				pf.qids[0] = qid
+				return pf.qids[:], &pf.file, nil
+			}
+			return append(qids, qid), &pf.file, nil
 		}
-		// The child's reference becomes the reference held as the
-		// parent of the next step.
+		qids = append(qids, qid)
+		// The intermediate directory's node is the parent of the next
+		// step: the reference it is born with is the one held for that.
+		child := newNode(fd, st, qid)
 		parent.decRef()
 		parent = child
 	}
 	panic("unreachable")
 }
 
-// openChild pins name beneath parent: one open, one fstat.
-func (fs *FS) openChild(parent *node, name string, st *unix.Stat_t) (*node, error) {
+// pin opens name beneath parent (one open, one fstat into st) and returns
+// the new fd, which the caller owns, and its QID.
+func (fs *FS) pin(parent *node, name string, st *unix.Stat_t) (int, p9.QID, error) {
 	fd, err := openComponent(parent.fd, name, fs.noOpenat2)
 	if err != nil {
-		return nil, hostErrno(err)
+		return -1, p9.QID{}, hostErrno(err)
 	}
 	if err := fstat(fd, st); err != nil {
 		unix.Close(fd)
-		return nil, hostErrno(err)
+		return -1, p9.QID{}, hostErrno(err)
 	}
 	qid, err := fs.qid(st)
 	if err != nil {
 		unix.Close(fd)
-		return nil, err
+		return -1, p9.QID{}, err
 	}
-	return newNode(fd, st, qid), nil
+	return fd, qid, nil
 }
 
 // GetAttr implements p9.File.GetAttr: one fstat of the pinned fd. Every

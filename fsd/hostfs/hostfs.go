@@ -17,6 +17,36 @@
 // symlink is opened as a symlink (and walking through it fails with
 // ENOTDIR), and a renamed directory keeps being the directory it was.
 //
+// # Host fds per fid
+//
+// A fid costs one host fd, the O_PATH fd that pins its inode, plus one
+// while it is open (Open reopens the inode; a created file's O_CREAT fd
+// serves as both, so it costs one). A clone (an empty walk) shares its
+// source's fd and costs none. To be able to remove or rename itself, a
+// File also holds a reference on its parent directory's node: after a
+// one-name walk, which is what Linux's v9fs sends, that is the walking
+// fid's own node, so no fd is added; after a walk through n > 1 names it
+// is the intermediate directory the walk passed last, whose fd stays open
+// as long as the File does (2 fds per such fid, 3 when open). hostfs never
+// re-derives a parent through "..", so that fd is the price of Remove and
+// Rename on fids walked through several names. The export root's own fd
+// is held by the FS and every File attached to it.
+//
+// # Cost per operation
+//
+// The hot paths allocate little: a one-name walk or a create is one
+// allocation (the File, with its node, open state and the walk's QID
+// inside), a clone one smaller one, an open of a regular file none,
+// getattr and a failed lookup none, and a Readdir call two whatever the
+// number of entries (the Dirents and one string holding every name). Names reach the kernel through a
+// NUL-terminated buffer on the stack and raw system calls, not
+// golang.org/x/sys/unix's allocating wrappers. A walk step is one
+// openat2 (or openat) and one fstat; a create is one openat and one
+// fstat, plus an fchown only when the guest's ids are not the ones the
+// new inode already has and a chmod only when the umask or a chown
+// changed its mode bits. TestAllocations and TestSyscallCounts hold
+// these figures.
+//
 // Operations on the pinned inode use the *at system calls with an empty
 // path (fchownat, utimensat, linkat, readlinkat: AT_EMPTY_PATH) or, for
 // regular files and directories only, the process's /proc/self/fd entry for
@@ -35,8 +65,12 @@
 // per open directory, and Close waits for nothing but makes every later
 // call fail with EBADF; the fds are released when the last in-flight call
 // on the File returns, so a racing Close can never make a call use a
-// closed (and possibly reused) fd number. Beyond p9.File, a File has
-// Remove() and GetLock(...) (see ARCHITECTURE.md "Attach point ↔ server").
+// closed (and possibly reused) fd number. What a method returns (Walk's
+// QIDs, Readdir's Dirents and their names) is the caller's to keep for as
+// long as it likes: hostfs never writes it again (a one-name walk's QID
+// slice lives inside the new File; Dirents are allocated per call, never
+// pooled). Beyond p9.File, a File has Remove() and GetLock(...) (see
+// ARCHITECTURE.md "Attach point ↔ server").
 //
 // Modes are applied exactly as the guest asks: setuid, setgid and sticky
 // bits are kept, the process umask is corrected for, and ownership is

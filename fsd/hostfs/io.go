@@ -90,11 +90,12 @@ func (f *file) Open(flags p9.OpenFlags) (p9.QID, uint32, error) {
 	if err != nil {
 		return p9.QID{}, 0, hostErrno(err)
 	}
-	of := &openFile{fd: fd}
+	// ownOpen is published by the Store below and never written again.
+	f.ownOpen = openFile{fd: fd}
 	if f.n.isDir() {
-		of.dir = &dirReader{}
+		f.ownOpen.dir = &dirReader{}
 	}
-	f.open.Store(of)
+	f.open.Store(&f.ownOpen)
 	return f.n.qid, 0, nil
 }
 

@@ -12,20 +12,33 @@ import (
 // shares its source's node; a child holds its parent's node for Remove),
 // so a node is reference counted and its fd is closed exactly once, when
 // the last reference goes.
+//
+// The node of a File that pinned a new inode (a walk or a create) lives
+// inside that File's allocation (pinnedFile.own); the export root's node
+// and the intermediate directories of a multi-name walk are allocated on
+// their own. Sharing a node only ever extends the life of the memory that
+// holds it, never of its fd, which follows refs alone.
 type node struct {
 	fd   int
 	dev  uint64
 	ino  uint64
 	mode uint32 // S_IFMT bits
-	qid  p9.QID
-
 	refs atomic.Int32
+	qid  p9.QID
 }
 
-// newNode wraps fd (which the node now owns) with one reference.
-func newNode(fd int, st *unix.Stat_t, qid p9.QID) *node {
-	n := &node{fd: fd, dev: st.Dev, ino: st.Ino, mode: st.Mode & unix.S_IFMT, qid: qid}
+// init makes n the node of fd (which the node now owns) with one
+// reference. n must be new: init is not safe once n is shared.
+func (n *node) init(fd int, st *unix.Stat_t, qid p9.QID) {
+	n.fd, n.dev, n.ino, n.mode, n.qid = fd, st.Dev, st.Ino, st.Mode&unix.S_IFMT, qid
 	n.refs.Store(1)
+}
+
+// newNode wraps fd (which the node now owns) in a node of its own, with
+// one reference.
+func newNode(fd int, st *unix.Stat_t, qid p9.QID) *node {
+	n := new(node)
+	n.init(fd, st, qid)
 	return n
 }
 

@@ -3,6 +3,7 @@ package hostfs
 import (
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -53,11 +54,103 @@ func fdName(fd int) string {
 	return strconv.Itoa(fd)
 }
 
+// cname is a NUL-terminated path component or /proc/self/fd entry for a
+// system call, built in the caller's frame: the hot paths (walk, create,
+// unlink, reopen) hand names to the kernel through it and the raw calls
+// below, where golang.org/x/sys/unix would allocate a copy of every name
+// (BytePtrFromString).
+type cname [unix.NAME_MAX + 1]byte
+
+// set copies name into c with its NUL and returns its first byte. A name
+// that cannot be one component answers ENAMETOOLONG (too long) or EINVAL
+// (it holds a NUL), as unix.BytePtrFromString would.
+func (c *cname) set(name string) (*byte, error) {
+	if len(name) > unix.NAME_MAX {
+		return nil, unix.ENAMETOOLONG
+	}
+	if strings.IndexByte(name, 0) >= 0 {
+		return nil, unix.EINVAL
+	}
+	c[copy(c[:], name)] = 0
+	return &c[0], nil
+}
+
+// setFD writes the procSelfFD entry of fd (its decimal number) into c and
+// returns its first byte.
+func (c *cname) setFD(fd int) *byte {
+	b := strconv.AppendInt(c[:0], int64(fd), 10)
+	c[len(b)] = 0
+	return &c[0]
+}
+
+// The raw system calls of the hot paths. name points into a cname that
+// the caller keeps alive for the call (the conversion to uintptr in the
+// call expression keeps what it points to alive until the call returns).
+
+func openatRaw(dirfd int, name *byte, flags int, mode uint32) (int, error) {
+	r, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(name)), uintptr(flags), uintptr(mode), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
+func openat2Raw(dirfd int, name *byte, how *unix.OpenHow) (int, error) {
+	r, _, e := unix.Syscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(name)), uintptr(unsafe.Pointer(how)), unsafe.Sizeof(*how), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
+func unlinkatRaw(dirfd int, name *byte, flags int) error {
+	_, _, e := unix.Syscall(unix.SYS_UNLINKAT, uintptr(dirfd), uintptr(unsafe.Pointer(name)), uintptr(flags))
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// openat opens name beneath dirfd (openat(2)), retrying EINTR, without
+// allocating.
+func openat(dirfd int, name string, flags int, mode uint32) (int, error) {
+	var c cname
+	p, err := c.set(name)
+	if err != nil {
+		return -1, err
+	}
+	for {
+		fd, err := openatRaw(dirfd, p, flags, mode)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// unlinkat removes name beneath dirfd (unlinkat(2)) without allocating.
+func unlinkat(dirfd int, name string, flags int) error {
+	var c cname
+	p, err := c.set(name)
+	if err != nil {
+		return err
+	}
+	return unlinkatRaw(dirfd, p, flags)
+}
+
+// lstatat stats name beneath dirfd without following a symlink. It is
+// off the hot paths (Remove, Rename, Link, undoing a create), so it uses
+// unix.Fstatat, whose system call differs between architectures.
+func lstatat(dirfd int, name string, st *unix.Stat_t) error {
+	return unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
 // reopen opens the inode pinned by fd again with the given flags, through
 // procSelfFD. Callers only pass fds of regular files and directories.
 func reopen(fd int, flags int) (int, error) {
+	var c cname
+	p := c.setFD(fd)
 	for {
-		nfd, err := unix.Openat(procSelfFD, fdName(fd), flags|unix.O_CLOEXEC, 0)
+		nfd, err := openatRaw(procSelfFD, p, flags|unix.O_CLOEXEC, 0)
 		if err != unix.EINTR {
 			return nfd, err
 		}
@@ -84,9 +177,14 @@ var openHowComponent = unix.OpenHow{
 // O_PATH fd, with openat2 when the kernel has it and openat with O_NOFOLLOW
 // otherwise (or when noOpenat2 forces the fallback).
 func openComponent(dirfd int, name string, noOpenat2 bool) (int, error) {
+	var c cname
+	p, err := c.set(name)
+	if err != nil {
+		return -1, err
+	}
 	if !noOpenat2 && !openat2Missing.Load() {
 		for again := 0; ; again++ {
-			fd, err := unix.Openat2(dirfd, name, &openHowComponent)
+			fd, err := openat2Raw(dirfd, p, &openHowComponent)
 			switch {
 			case err == nil:
 				return fd, nil
@@ -106,7 +204,7 @@ func openComponent(dirfd int, name string, noOpenat2 bool) (int, error) {
 		}
 	}
 	for {
-		fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err := openatRaw(dirfd, p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != unix.EINTR {
 			return fd, err
 		}

@@ -46,12 +46,42 @@ func TestStraceHelper(t *testing.T) {
 	nf.Close()
 	marker("unlink")
 	must(t, r.UnlinkAt("new", 0))
+	marker("walk-one")
+	_, g, err := r.Walk([]string{"a"})
+	must(t, err)
+	marker("clunk-one")
+	g.Close()
+	marker("create-own")
+	// The daemon's own ids: the new inode has them already.
+	own, _, _, err := r.Create("own", p9.ReadWrite, 0o644, p9.UID(unix.Geteuid()), p9.GID(unix.Getegid()))
+	must(t, err)
+	own.Close()
+	marker("create-other")
+	// Other ids: given with one fchown when the daemon runs as root
+	// (and ignored otherwise).
+	other, _, _, err := r.Create("other", p9.ReadWrite, 0o644, p9.UID(otherID), p9.GID(otherID))
+	must(t, err)
+	other.Close()
+	marker("walk-other")
+	_, h, err := r.Walk([]string{"other"})
+	must(t, err)
+	marker("open")
+	_, _, err = h.Open(p9.ReadOnly)
+	must(t, err)
+	marker("remove")
+	must(t, h.(*file).Remove())
+	marker("clunk-removed")
+	h.Close()
 	marker("end")
 }
 
+// otherID is a uid and gid that is not the test process's.
+const otherID = 54321
+
 // TestSyscallCounts runs the helper under strace and checks the system
 // calls of the hot operations: one open and one fstat per walked
-// component, one fstat per getattr, an open and an fstat per create.
+// component, one fstat per getattr, an open and an fstat per create (and
+// an fchown only for ids the new inode does not already have).
 func TestSyscallCounts(t *testing.T) {
 	strace, err := exec.LookPath("strace")
 	if err != nil {
@@ -91,6 +121,10 @@ func TestSyscallCounts(t *testing.T) {
 			counts[section][m[1]]++
 		}
 	}
+	createOther := map[string]int{"openat": 1, "fstat": 1, "close": 1}
+	if unix.Geteuid() == 0 {
+		createOther["fchown"] = 1
+	}
 	for _, row := range []struct {
 		section string
 		want    map[string]int
@@ -103,6 +137,21 @@ func TestSyscallCounts(t *testing.T) {
 		{"create", map[string]int{"openat": 1, "fstat": 1}},
 		{"clunk-created", map[string]int{"close": 1}},
 		{"unlink", map[string]int{"unlinkat": 1}},
+		// What a Linux guest does: one name per walk, one open and one
+		// fstat, nothing closed; the clunk closes the file's fd only
+		// (its parent is the root's node, shared).
+		{"walk-one", map[string]int{"openat2": 1, "fstat": 1}},
+		{"clunk-one", map[string]int{"close": 1}},
+		// Created as the daemon's own ids: no fchown, and no chmod
+		// (umask 0, plain permission bits); the clunk closes the fd.
+		{"create-own", map[string]int{"openat": 1, "fstat": 1, "close": 1}},
+		{"create-other", createOther},
+		{"walk-other", map[string]int{"openat2": 1, "fstat": 1}},
+		// Open reopens the pinned fd through /proc/self/fd.
+		{"open", map[string]int{"openat": 1}},
+		// Remove checks the name still names the pinned inode.
+		{"remove", map[string]int{"newfstatat": 1, "unlinkat": 1}},
+		{"clunk-removed", map[string]int{"close": 2}}, // the O_PATH fd and the open one
 	} {
 		got := counts[row.section]
 		if len(got) != len(row.want) {
