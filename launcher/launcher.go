@@ -561,6 +561,9 @@ func ServeArgs(c *config.Config) ([]string, error) {
 	if c.ReadOnly {
 		args = append(args, "--readonly")
 	}
+	if c.NoSetuid {
+		args = append(args, "--no-setuid")
+	}
 	for i, m := range c.Mounts {
 		if strings.ContainsRune(m.Source, ',') {
 			return nil, errors.Wrapf(config.ErrInvalid, "launcher: mount[%d].source %q: the built-in daemon's --mount flag cannot carry a ','", i, m.Source)
@@ -723,8 +726,8 @@ func (o *output) lines(d *Daemon, w *readiness.Watcher) []string {
 	}
 	o.stopFollowing(w)
 	close(d.outputDone)
-	// Following polls, so the last lines may not have been read: take them
-	// from the file itself.
+	// The follower stopped where it was (it may not have read the last
+	// lines yet): take them from the file itself.
 	lines, err := fileLines(o.logPath, o.offset)
 	if err != nil {
 		return w.Tail()

@@ -22,7 +22,9 @@ type options struct {
 	executable string
 	detached   bool
 	version    string
-	poll       time.Duration
+	// poll is how often the detached launcher looks at the daemon's log
+	// file when inotify cannot tell it about writes (readiness.Follow).
+	poll time.Duration
 }
 
 // WithLogger sets the logger (default: one that discards everything). The

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -252,71 +251,5 @@ func waitFor(ctx context.Context, ch <-chan struct{}, deadline <-chan time.Time,
 	return closed(ch)
 }
 
-// DefaultPoll is Follow's poll interval when poll <= 0.
-const DefaultPoll = 50 * time.Millisecond
-
-// Follow returns a reader over f, a file another process appends to (for
-// example a detached daemon's log file, opened by the caller at its current
-// end). At the end of the file it waits poll (DefaultPoll when <= 0) and
-// tries again, so reads block until more is written. Once ctx is done, Read
-// returns io.EOF. The caller closes f.
-func Follow(ctx context.Context, f *os.File, poll time.Duration) io.Reader {
-	return FollowUntil(ctx, f, poll, nil)
-}
-
-// FollowUntil is Follow that also ends once finish is closed and everything
-// written so far has been read: the caller closes finish when the writer has
-// exited, so the reader ends at the file's last byte instead of polling on
-// until ctx is done. A nil finish never closes.
-func FollowUntil(ctx context.Context, f *os.File, poll time.Duration, finish <-chan struct{}) io.Reader {
-	if poll <= 0 {
-		poll = DefaultPoll
-	}
-	return &follower{ctx: ctx, f: f, poll: poll, finish: finish}
-}
-
-// Compile-time checks.
-var (
-	_ io.Reader = (*follower)(nil)
-	_ error     = (*NotReadyError)(nil)
-)
-
-type follower struct {
-	ctx    context.Context
-	f      *os.File
-	poll   time.Duration
-	finish <-chan struct{}
-}
-
-// Read implements io.Reader.
-func (fl *follower) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	for {
-		if fl.ctx.Err() != nil {
-			return 0, io.EOF
-		}
-		n, err := fl.f.Read(p)
-		if n > 0 {
-			return n, nil
-		}
-		if err != nil && !errors.Is(err, io.EOF) {
-			return 0, errors.Wrapf(err, "follow %s", fl.f.Name())
-		}
-		// At the end of the file. If the writer had already finished
-		// before this read, the file is complete.
-		if closed(fl.finish) {
-			return 0, io.EOF
-		}
-		t := time.NewTimer(fl.poll)
-		select {
-		case <-fl.ctx.Done():
-			t.Stop()
-			return 0, io.EOF
-		case <-fl.finish:
-			t.Stop() // read once more: what it wrote before finishing
-		case <-t.C:
-		}
-	}
-}
+// Compile-time check.
+var _ error = (*NotReadyError)(nil)

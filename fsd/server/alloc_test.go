@@ -156,3 +156,18 @@ func serveInProcess(t testing.TB, k serverKind, fs *testFS) string {
 	}
 	return serveP9(t, fs)
 }
+
+// BenchmarkWalkClunk is a Twalk to a new fid and its Tclunk: the fid table
+// work of every lookup a guest makes.
+func BenchmarkWalkClunk(b *testing.B) {
+	benchServers(b, func(b *testing.B, addr string) {
+		walk := newRoundTripper(b, addr, 1<<20, &proto.Twalk{FID: 1, NewFID: 3, Names: []string{"f"}})
+		clunk := &roundTripper{t: b, c: walk.c, frame: encode(b, 1, &proto.Tclunk{FID: 3}), buf: walk.buf}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			walk.once()
+			clunk.once()
+		}
+	})
+}

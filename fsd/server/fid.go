@@ -27,6 +27,24 @@ func newHandle(f p9.File, log *logrus.Entry) *handle {
 	return h
 }
 
+// fileFid is a fid entry and the handle of its File in one allocation: a
+// walk or an attach makes both at once. The handle may outlive the entry
+// (a request still holds it after Tclunk); the allocation lives as long as
+// either is referenced.
+type fileFid struct {
+	e fidEntry
+	h handle
+}
+
+// newFileFid returns a fid entry for f holding the only reference to it.
+func newFileFid(f p9.File, log *logrus.Entry, isDir bool, uid p9.UID) *fidEntry {
+	ff := new(fileFid)
+	ff.h.file, ff.h.log = f, log
+	ff.h.refs.Store(1)
+	ff.e.h, ff.e.isDir, ff.e.uid = &ff.h, isDir, uid
+	return &ff.e
+}
+
 func (h *handle) incRef() { h.refs.Add(1) }
 
 func (h *handle) decRef() {

@@ -152,7 +152,7 @@ func (c *conn) tattach(r *request) ([]byte, error) {
 	if valid.Mode {
 		isDir = attr.Mode.IsDir()
 	}
-	e := &fidEntry{h: newHandle(f, c.log), isDir: isDir, uid: t.NUname}
+	e := newFileFid(f, c.log, isDir, t.NUname)
 	if err := c.insertFid(t.FID, e); err != nil {
 		return nil, err
 	}
@@ -223,7 +223,7 @@ func (c *conn) twalk(r *request) ([]byte, error) {
 		e.mu.Unlock()
 		old.decRef()
 	} else {
-		e := &fidEntry{h: newHandle(nf, c.log), isDir: isDir, uid: src.uid}
+		e := newFileFid(nf, c.log, isDir, src.uid)
 		if err := c.insertFid(t.NewFID, e); err != nil {
 			e.h.decRef()
 			return nil, err

@@ -24,13 +24,7 @@ type request struct {
 	waiters []*request
 	t       tmsgs
 	r       rmsgs
-	// start is r.run bound once, when the request is first allocated:
-	// `go r.start()` then needs no closure, so no allocation, per request.
-	start func()
 }
-
-// run handles the request; it runs in its own goroutine.
-func (r *request) run() { r.c.run(r) }
 
 // tmsgs holds one decoded request of each type.
 type tmsgs struct {
@@ -143,17 +137,7 @@ type rmsgs struct {
 	getlock   proto.Rgetlock
 }
 
-// requestPool's New is set in init: it refers to request.run, which (through
-// the connection) refers back to the pool.
-var requestPool sync.Pool
-
-func init() {
-	requestPool.New = func() any {
-		r := new(request)
-		r.start = r.run
-		return r
-	}
-}
+var requestPool = sync.Pool{New: func() any { return new(request) }}
 
 func getRequest(c *conn, tag proto.Tag, typ proto.MsgType) *request {
 	r := requestPool.Get().(*request)

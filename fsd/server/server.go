@@ -8,13 +8,16 @@
 // exceed the negotiated msize, errnos are passed through unchanged, and no
 // lock is shared between connections.
 //
-// Per connection, one reader goroutine decodes frames (fsd/proto) and starts
-// a goroutine per request, up to a bound of requests in flight; at the bound
+// Per connection, one reader goroutine decodes frames (fsd/proto) and hands
+// each request to a worker goroutine (idle workers are kept and reused, a
+// few per connection), up to a bound of requests in flight; at the bound
 // the reader stops reading, so a client that pipelines without reading its
 // replies only fills its own socket buffer. Replies are written whole, one
-// write per reply, under a per-connection lock. Tflush never blocks a
-// goroutine: the flush waits on the flushed request's entry and is answered
-// right after that request's reply is written.
+// write per reply, under a per-connection lock; with WithSendBuffer the
+// socket's send buffer is grown after Tversion to hold a reply of msize
+// bytes, so that a large Rread or Rreaddir leaves in a single write(2).
+// Tflush never blocks a goroutine: the flush waits on the flushed request's
+// entry and is answered right after that request's reply is written.
 //
 // Fids are reference counted: a request holds its File until it returns, so
 // a concurrent Tclunk closes the File only after every request using it is
@@ -80,6 +83,7 @@ type Server struct {
 	maxFids     int
 	maxConns    int
 	maxInflight int
+	sendBuffer  bool
 
 	nextConn atomic.Uint64
 	conns    atomic.Int64
@@ -154,6 +158,18 @@ func WithMaxInflight(n int) Option {
 	}
 }
 
+// WithSendBuffer makes the server grow each connection's socket send
+// buffer after Tversion to hold a reply of msize bytes (setsockopt
+// SO_SNDBUFFORCE, else SO_SNDBUF up to net.core.wmem_max), so that a large
+// Rread or Rreaddir leaves in one write(2) instead of one per
+// default-sized buffer (212992 bytes), each waiting for the client to read
+// and wake the server. Off by default: under a seccomp filter it needs
+// getsockopt and setsockopt on SOL_SOCKET, and a refused call would be a
+// policy violation; a failure is otherwise harmless (logged at debug level).
+func WithSendBuffer(on bool) Option {
+	return func(s *Server) { s.sendBuffer = on }
+}
+
 // quietLogger discards everything: libraries are quiet unless asked.
 func quietLogger() *logrus.Entry {
 	l := logrus.New()
@@ -214,6 +230,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	// may never read them.
 	c.shutdown()
 	c.inflight.Wait()
+	c.stopWorkers()
 	c.clunkAll()
 	if err != nil && ctx.Err() == nil && !peerGone(err) {
 		return err

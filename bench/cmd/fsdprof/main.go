@@ -104,7 +104,7 @@ func run() error {
 		return err
 	}
 	defer fs.Close()
-	srv := server.New(router{fs}, server.WithMaxMsize(uint32(*maxMsize)))
+	srv := server.New(router{fs}, server.WithMaxMsize(uint32(*maxMsize)), server.WithSendBuffer(true))
 	// FSDPROF_SNDBUF=N sets SO_SNDBUF(FORCE) on every accepted connection:
 	// an experiment for the Rread path (a reply larger than the socket's
 	// send buffer leaves in several writes, each a wake-up of the reader).
