@@ -289,20 +289,33 @@ func testLock(t *testing.T, e *env) {
 		_, err := e.lockConn(t, "lock-bad-type-einval").lock(1, 7, 0, 0, 0, 1, "c")
 		wantErrno(t, err, linux.EINVAL, "lock type 7")
 	})
-	// Tgetlock reports the conflicting lock, or Unlock when none.
+	// Tgetlock reports the conflicting lock, or Unlock when none. The
+	// holder's pid is never reported (0): for a lock a host process
+	// holds it would be a host PID.
 	e.run(t, "getlock", func(t *testing.T) {
 		a, b := e.lockConn(t, "lock-getlock"), e.lockConn(t, "lock-getlock")
 		_, err := a.lock(1, wr, 0, 0, 100, 1, "a")
 		ok(t, err, "lock")
 		got, err := b.getlock(1, wr, 50, 10, 2, "b")
 		ok(t, err, "getlock")
-		if got.typ != wr || got.start != 0 || got.length != 100 {
-			t.Errorf("getlock: %+v, want a write lock on [0,100)", got)
+		if got.typ != wr || got.start != 0 || got.length != 100 || got.pid != 0 {
+			t.Errorf("getlock: %+v, want a write lock on [0,100) with pid 0", got)
 		}
 		got, err = b.getlock(1, wr, 200, 10, 2, "b")
 		ok(t, err, "getlock")
 		if got.typ != un {
 			t.Errorf("getlock outside the range: %+v, want unlocked", got)
+		}
+		// A classic POSIX lock of a host process (this one).
+		h, err := os.OpenFile(e.host("lock-getlock"), os.O_RDWR, 0)
+		mustHost(t, err)
+		defer h.Close()
+		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 300, Len: 5}
+		mustHost(t, unix.FcntlFlock(h.Fd(), unix.F_SETLK, &lk))
+		got, err = b.getlock(1, rd, 302, 1, 2, "b")
+		ok(t, err, "getlock")
+		if got.typ != wr || got.start != 300 || got.length != 5 || got.pid != 0 {
+			t.Errorf("getlock of a host process's lock: %+v, want a write lock on [300,305) with pid 0 (not %d)", got, os.Getpid())
 		}
 	})
 }

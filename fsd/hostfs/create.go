@@ -1,6 +1,8 @@
 package hostfs
 
 import (
+	"encoding/binary"
+
 	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
 	"github.com/sirupsen/logrus"
@@ -8,8 +10,29 @@ import (
 )
 
 // permBits are the mode bits a guest may set: permissions plus setuid,
-// setgid and sticky, all kept exactly.
+// setgid and sticky, all kept exactly (unless NoSetuid).
 const permBits = 0o7777
+
+// modeBits returns the mode bits of mode the guest may give an inode:
+// permBits, less setuid and setgid under NoSetuid. A directory keeps
+// setgid even then: on a directory it only makes new entries inherit its
+// group, which grants nothing.
+func (fs *FS) modeBits(mode uint32, dir bool) uint32 {
+	m := mode & permBits
+	if fs.noSetuid {
+		m &^= unix.S_ISUID
+		if !dir {
+			m &^= unix.S_ISGID
+		}
+	}
+	return m
+}
+
+// createHook, when set (by tests only), runs when Create, Mkdir, Mknod or
+// Symlink has made name in dirfd and before anything is done to the new
+// inode: the window in which a host user who can write to the directory
+// could rename another inode onto the name. It is nil in production.
+var createHook func(dirfd int, name string)
 
 // mutableDir is the common prologue of every operation that creates or
 // removes a name in f: f must be a directory of a writable export.
@@ -106,35 +129,16 @@ func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.
 	if err != nil {
 		return nil, p9.QID{}, 0, err
 	}
-	want := uint32(perm) & permBits
+	want := f.fs.modeBits(uint32(perm), false)
 	fd, err := openat(f.n.fd, name, h|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, want)
 	if err != nil {
 		return nil, p9.QID{}, 0, hostErrno(err)
 	}
 	var st unix.Stat_t
-	if err := fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return nil, p9.QID{}, 0, hostErrno(err)
-	}
-	fail := func(err error) (p9.File, p9.QID, uint32, error) {
-		// Undo while fd still pins the inode, so its number cannot
-		// have been reused by another file.
-		f.fs.undoCreate(f.n, name, &st, 0)
-		unix.Close(fd)
-		return nil, p9.QID{}, 0, hostErrno(err)
-	}
-	u, g, chown := f.fs.owner(uid, gid, &st)
-	if chown {
-		if err := unix.Fchown(fd, u, g); err != nil {
-			return fail(err)
-		}
-	}
-	if err := fixMode(fd, &st, want, chown); err != nil {
-		return fail(err)
-	}
-	qid, err := f.fs.qid(&st)
+	qid, err := f.finishOpenCreate(fd, name, want, uid, gid, &st)
 	if err != nil {
-		return fail(err)
+		unix.Close(fd)
+		return nil, p9.QID{}, 0, err
 	}
 	f.n.incRef()
 	nf := f.fs.newPinnedFile(fd, &st, qid, f.n, name)
@@ -143,11 +147,53 @@ func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.
 	return &nf.file, qid, 0, nil
 }
 
-// finishCreate pins the name a create made (O_PATH|O_NOFOLLOW, beneath
-// the directory), checks it has the type made, gives it the guest's
-// ownership and exact mode, and returns its QID. On failure the new name
-// is removed again if it still names the inode that was pinned.
-func (f *file) finishCreate(name string, typ uint32, want uint32, setMode bool, uid p9.UID, gid p9.GID, unlinkFlags int) (p9.QID, error) {
+// finishOpenCreate gives the regular file that openat(O_CREAT|O_EXCL) just
+// made as name, and fd pins since its creation, the guest's ownership and
+// exact mode, and returns its QID and its stat in st. Nothing is looked up
+// by name again, so an inode renamed onto name meanwhile is never touched.
+// On failure the name is removed if it still names the new inode (fd,
+// which the caller closes, keeps its number from being reused).
+func (f *file) finishOpenCreate(fd int, name string, want uint32, uid p9.UID, gid p9.GID, st *unix.Stat_t) (p9.QID, error) {
+	if h := createHook; h != nil {
+		h(f.n.fd, name)
+	}
+	if err := fstat(fd, st); err != nil {
+		return p9.QID{}, hostErrno(err)
+	}
+	u, g, chown := f.fs.owner(uid, gid, st)
+	if chown {
+		if err := unix.Fchown(fd, u, g); err != nil {
+			f.fs.undoCreate(f.n, name, st, 0)
+			return p9.QID{}, hostErrno(err)
+		}
+	}
+	if err := fixMode(fd, st, want, chown); err != nil {
+		f.fs.undoCreate(f.n, name, st, 0)
+		return p9.QID{}, hostErrno(err)
+	}
+	qid, err := f.fs.qid(st)
+	if err != nil {
+		f.fs.undoCreate(f.n, name, st, 0)
+		return p9.QID{}, err
+	}
+	return qid, nil
+}
+
+// finishCreate pins the name Mkdir, Mknod (of a FIFO) or Symlink made
+// (O_PATH|O_NOFOLLOW, beneath the directory), proves it is the inode just
+// made (verifyMade), gives it the guest's ownership and exact mode (not
+// a symlink's mode, which Linux ignores), and returns its QID.
+//
+// Between the make and the pin the new entry is reachable by name only:
+// a host user with write access to the directory could rename another
+// inode of the same type onto it, and the guest's owner and mode would
+// land on that inode (review finding 7). Such an inode fails verifyMade,
+// and is left alone (ESTALE, and a warning in the log). On a later
+// failure the name is removed if it still names the pinned inode.
+func (f *file) finishCreate(name string, typ uint32, want uint32, uid p9.UID, gid p9.GID, target string, unlinkFlags int) (p9.QID, error) {
+	if h := createHook; h != nil {
+		h(f.n.fd, name)
+	}
 	var st unix.Stat_t
 	fd, err := openComponent(f.n.fd, name, f.fs.noOpenat2)
 	if err != nil {
@@ -158,8 +204,9 @@ func (f *file) finishCreate(name string, typ uint32, want uint32, setMode bool, 
 	if err := fstat(fd, &st); err != nil {
 		return p9.QID{}, hostErrno(err)
 	}
-	if st.Mode&unix.S_IFMT != typ {
-		// A racing rename replaced the new entry; leave it alone.
+	if reason := f.fs.verifyMade(fd, &st, typ, target); reason != "" {
+		f.fs.log.WithFields(logrus.Fields{"name": name, "reason": reason}).Warn(
+			"the name a create made now names another inode: left untouched")
 		return p9.QID{}, linux.ESTALE
 	}
 	u, g, chown := f.fs.owner(uid, gid, &st)
@@ -169,7 +216,7 @@ func (f *file) finishCreate(name string, typ uint32, want uint32, setMode bool, 
 			return p9.QID{}, hostErrno(err)
 		}
 	}
-	if setMode {
+	if typ != unix.S_IFLNK {
 		if err := fixMode(fd, &st, want, chown); err != nil {
 			f.fs.undoCreate(f.n, name, &st, unlinkFlags)
 			return p9.QID{}, hostErrno(err)
@@ -181,6 +228,83 @@ func (f *file) finishCreate(name string, typ uint32, want uint32, setMode bool, 
 		return p9.QID{}, err
 	}
 	return qid, nil
+}
+
+// verifyMade reports why the inode fd pins (st its stat) cannot be the
+// one just made as a typ (a symlink to target), or "" when it can: the
+// type made, owned by the daemon's euid (a new inode's owner; a host
+// user cannot give an inode that owner), and as fresh as a new inode of
+// that type is: a FIFO with one link and no data, a directory with no
+// entry but "." and ".." (and at most 2 links: btrfs counts 1), a symlink
+// to exactly target.
+func (fs *FS) verifyMade(fd int, st *unix.Stat_t, typ uint32, target string) string {
+	switch {
+	case st.Mode&unix.S_IFMT != typ:
+		return "another file type"
+	case st.Uid != fs.euid:
+		return "another owner"
+	}
+	switch typ {
+	case unix.S_IFIFO:
+		if st.Nlink != 1 || st.Size != 0 {
+			return "a FIFO with other links or data"
+		}
+	case unix.S_IFDIR:
+		if st.Nlink > 2 {
+			return "a directory with subdirectories"
+		}
+		empty, err := emptyDir(fd)
+		if err != nil {
+			return "a directory that cannot be listed: " + err.Error()
+		}
+		if !empty {
+			return "a directory with entries"
+		}
+	case unix.S_IFLNK:
+		var buf [unix.PathMax]byte
+		n, err := unix.Readlinkat(fd, "", buf[:])
+		if err != nil {
+			return "a symlink that cannot be read: " + err.Error()
+		}
+		if string(buf[:n]) != target {
+			return "a symlink to another target"
+		}
+	}
+	return ""
+}
+
+// emptyDir reports whether the directory fd pins holds nothing but "."
+// and "..", reading it through a fd reopened for the purpose.
+func emptyDir(fd int) (bool, error) {
+	dfd, err := reopen(fd, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(dfd)
+	var buf [512]byte
+	for {
+		n, err := getdents(dfd, buf[:])
+		if err != nil {
+			return false, err
+		}
+		if n == 0 {
+			return true, nil
+		}
+		for pos := 0; pos < n; {
+			rec := buf[pos:n]
+			if len(rec) < hostDirentName {
+				return false, unix.EIO
+			}
+			reclen := int(binary.NativeEndian.Uint16(rec[16:18]))
+			if reclen < hostDirentName || reclen > len(rec) {
+				return false, unix.EIO
+			}
+			if name := string(direntName(rec[hostDirentName:reclen])); name != "." && name != ".." {
+				return false, nil
+			}
+			pos += reclen
+		}
+	}
 }
 
 // Mkdir implements p9.File.Mkdir with the exact mode and the guest's
@@ -196,11 +320,13 @@ func (f *file) Mkdir(name string, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.
 	if err := f.mutableDir(); err != nil {
 		return p9.QID{}, err
 	}
-	want := uint32(perm) & permBits
-	if err := unix.Mkdirat(f.n.fd, name, want); err != nil {
+	want := f.fs.modeBits(uint32(perm), true)
+	// Made owner-only: nobody but the daemon's uid can put anything in
+	// it before finishCreate has checked it and set the guest's mode.
+	if err := unix.Mkdirat(f.n.fd, name, 0o700); err != nil {
 		return p9.QID{}, hostErrno(err)
 	}
-	return f.finishCreate(name, unix.S_IFDIR, want, true, uid, gid, unix.AT_REMOVEDIR)
+	return f.finishCreate(name, unix.S_IFDIR, want, uid, gid, "", unix.AT_REMOVEDIR)
 }
 
 // Symlink implements p9.File.Symlink. The target is stored verbatim and
@@ -225,7 +351,7 @@ func (f *file) Symlink(target string, newName string, uid p9.UID, gid p9.GID) (p
 	if err := unix.Symlinkat(target, f.n.fd, newName); err != nil {
 		return p9.QID{}, hostErrno(err)
 	}
-	return f.finishCreate(newName, unix.S_IFLNK, 0, false, uid, gid, 0)
+	return f.finishCreate(newName, unix.S_IFLNK, 0, uid, gid, target, 0)
 }
 
 // Mknod implements p9.File.Mknod for regular files and FIFOs only. Device
@@ -252,11 +378,22 @@ func (f *file) Mknod(name string, mode p9.FileMode, major uint32, minor uint32, 
 	if err := f.mutableDir(); err != nil {
 		return p9.QID{}, err
 	}
-	want := uint32(mode) & permBits
+	want := f.fs.modeBits(uint32(mode), false)
+	if typ == unix.S_IFREG {
+		// A regular file is made as Create makes one, pinned from its
+		// creation.
+		fd, err := openat(f.n.fd, name, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, want)
+		if err != nil {
+			return p9.QID{}, hostErrno(err)
+		}
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		return f.finishOpenCreate(fd, name, want, uid, gid, &st)
+	}
 	if err := unix.Mknodat(f.n.fd, name, typ|want, 0); err != nil {
 		return p9.QID{}, hostErrno(err)
 	}
-	return f.finishCreate(name, typ, want, true, uid, gid, 0)
+	return f.finishCreate(name, typ, want, uid, gid, "", 0)
 }
 
 // Link implements p9.File.Link: a new name in this directory for the inode

@@ -11,8 +11,8 @@ import (
 )
 
 const (
-	// direntBufSize is the getdents64 buffer of an open directory: about
-	// a thousand short names per system call.
+	// direntBufSize bounds one getdents64 call: about a thousand short
+	// names per system call.
 	direntBufSize = 32 << 10
 	// direntHeader is the fixed part of a 9P dirent: qid[13] offset[8]
 	// type[1] name length[2]; the name follows.
@@ -22,38 +22,31 @@ const (
 	maxReaddirCount = 4 << 20
 	// linux_dirent64: d_ino[8] d_off[8] d_reclen[2] d_type[1] d_name[].
 	hostDirentName = 19
+	// hostDirentSlack is how much longer a host record can be than the
+	// 9P entry of the same name: 19+len+1 rounded up to 8 against
+	// 24+len, at most 3 bytes. A getdents64 buffer of the budget left
+	// plus this slack therefore always has room for the next entry if
+	// the budget has.
+	hostDirentSlack = 3
 )
 
-// dirReader is the readdir state of an open directory. Entries come from
-// getdents64 and are handed out in order; the entries of the last buffer
-// that did not fit the caller's budget stay in buf for the next call, so
-// resuming where the last call ended returns the rest exactly once.
+// dirReader is the readdir state of an open directory: where the host's
+// directory position stands, and nothing else. No entry is kept between
+// calls: a call that gets more entries from getdents64 than its budget
+// holds puts the host's position back at the first entry it did not
+// return (one lseek), so a guest holding many partly read directories
+// pins no buffer for any of them (review finding 2).
 type dirReader struct {
-	mu       sync.Mutex
-	buf      *[direntBufSize]byte // from direntBufs; nil when drained
-	pos, end int                  // buf[pos:end] holds entries not yet returned
-	next     uint64               // offset of the entry at buf[pos] (0 before the first)
+	mu sync.Mutex
+	// next is the d_off of the last entry returned (0 before the
+	// first): the host position the directory fd stands at, or
+	// unknownPos when an lseek that should have put it there failed.
+	next uint64
 }
 
-// direntBufs recycles getdents64 buffers: a directory holds one only while
-// it has entries not yet returned.
-var direntBufs = sync.Pool{New: func() any { return new([direntBufSize]byte) }}
-
-// drop returns a drained buffer to the pool.
-func (d *dirReader) drop() {
-	if d.buf != nil && d.pos >= d.end {
-		direntBufs.Put(d.buf)
-		d.buf = nil
-	}
-}
-
-// close releases the buffer whatever it holds (the directory is closed).
-func (d *dirReader) close() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.pos, d.end = 0, 0
-	d.drop()
-}
+// unknownPos is a dirReader.next no offset from the guest can equal
+// (offsets above maxInt64 are refused), so the next call seeks.
+const unknownPos = ^uint64(0)
 
 // Readdir implements p9.File.Readdir. offset is a d_off from an earlier
 // entry (or 0 to start over); when it is not where the last call ended the
@@ -85,15 +78,15 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	defer d.drop()
 	if offset != d.next {
 		if offset > maxInt64 {
 			return nil, linux.EINVAL
 		}
 		if _, err := unix.Seek(of.fd, int64(offset), unix.SEEK_SET); err != nil {
+			d.next = unknownPos
 			return nil, hostErrno(err)
 		}
-		d.pos, d.end, d.next = 0, 0, offset
+		d.next = offset
 	}
 	s := direntScratches.Get().(*direntScratch)
 	defer s.put()
@@ -104,9 +97,12 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 }
 
 // readEntries gathers into s the entries that fit in count bytes, from
-// what d holds and then from getdents64. It fails only when it has no
-// entry to return: a getdents64 error after some entries ends the call
-// with those.
+// getdents64 calls into s.buf, each asking for no more than the budget
+// left (plus the slack a host record may need). When the last call
+// returned entries past the budget, the directory is put back with lseek
+// at the first of them, so the next call reads them again and nothing is
+// kept. It fails only when it has no entry to return: a getdents64 error
+// after some entries ends the call with those.
 func (f *file) readEntries(fd int, d *dirReader, count uint32, s *direntScratch) error {
 	// QID paths: the inode number itself on the export root's device
 	// (devices.path's fast case, inlined here), devices.path otherwise.
@@ -114,73 +110,90 @@ func (f *file) readEntries(fd int, d *dirReader, count uint32, s *direntScratch)
 	isRoot := f.n == f.fs.root
 	used := uint32(0)
 	for {
-		if d.pos >= d.end {
-			if d.buf == nil {
-				d.buf = direntBufs.Get().(*[direntBufSize]byte)
-			}
-			n, err := getdents(fd, d.buf[:])
-			if err != nil {
-				if len(s.ents) > 0 {
-					return nil
-				}
-				return hostErrno(err)
-			}
-			if n == 0 {
-				return nil
-			}
-			d.pos, d.end = 0, n
-		}
-		rec := d.buf[d.pos:d.end]
-		if len(rec) < hostDirentName {
-			return linux.EIO
-		}
-		reclen := int(binary.NativeEndian.Uint16(rec[16:18]))
-		if reclen < hostDirentName || reclen > len(rec) {
-			return linux.EIO
-		}
-		name := direntName(rec[hostDirentName:reclen])
-		size := uint32(direntHeader + len(name))
-		if used+size > count {
-			if len(s.ents) == 0 {
-				// Not even one entry fits (getdents64 says
-				// EINVAL too).
-				return linux.EINVAL
-			}
+		left := count - used
+		if left < direntHeader+1 && len(s.ents) > 0 {
+			// No entry fits any more.
 			return nil
 		}
-		ino := binary.NativeEndian.Uint64(rec[0:8])
-		off := binary.NativeEndian.Uint64(rec[8:16])
-		typ := rec[18]
-		if isRoot && string(name) == ".." {
-			// The root's parent lies outside the export: do not
-			// reveal its inode.
-			ino = f.n.ino
-		}
-		path := ino
-		if !sameDev || ino&^inoMask != 0 {
-			var err error
-			if path, err = f.fs.devs.path(f.n.dev, ino); err != nil {
-				return err
+		n, err := getdents(fd, s.buf[:min(int(left)+hostDirentSlack, direntBufSize)])
+		if err != nil {
+			if len(s.ents) > 0 {
+				// EINVAL included: the next entry is larger
+				// than the budget left (getdents64 moved
+				// nothing).
+				return nil
 			}
+			return hostErrno(err)
 		}
-		s.names = append(s.names, name...)
-		s.ents = append(s.ents, scratchDirent{
-			path: path,
-			off:  off,
-			typ:  typ,
-			end:  uint32(len(s.names)),
-		})
-		used += size
-		d.pos += reclen
-		d.next = off
+		if n == 0 {
+			return nil
+		}
+		for pos := 0; pos < n; {
+			rec := s.buf[pos:n]
+			if len(rec) < hostDirentName {
+				return d.stop(fd, s, linux.EIO)
+			}
+			reclen := int(binary.NativeEndian.Uint16(rec[16:18]))
+			if reclen < hostDirentName || reclen > len(rec) {
+				return d.stop(fd, s, linux.EIO)
+			}
+			name := direntName(rec[hostDirentName:reclen])
+			size := uint32(direntHeader + len(name))
+			if used+size > count {
+				// Not even one entry fits (getdents64 says
+				// EINVAL too) when there is none yet.
+				return d.stop(fd, s, linux.EINVAL)
+			}
+			ino := binary.NativeEndian.Uint64(rec[0:8])
+			off := binary.NativeEndian.Uint64(rec[8:16])
+			typ := rec[18]
+			if isRoot && string(name) == ".." {
+				// The root's parent lies outside the export: do not
+				// reveal its inode.
+				ino = f.n.ino
+			}
+			path := ino
+			if !sameDev || ino&^inoMask != 0 {
+				if path, err = f.fs.devs.path(f.n.dev, ino); err != nil {
+					return d.stop(fd, s, err)
+				}
+			}
+			s.names = append(s.names, name...)
+			s.ents = append(s.ents, scratchDirent{
+				path: path,
+				off:  off,
+				typ:  typ,
+				end:  uint32(len(s.names)),
+			})
+			used += size
+			pos += reclen
+			d.next = off
+		}
 	}
 }
 
-// direntScratch is where one Readdir call gathers its entries before
-// their exact-size allocations: the entries (pointer-free, the names as
-// end offsets) and the names back to back. A call holds one only while it
-// runs; direntScratches recycles them.
+// stop ends a call in the middle of what getdents64 returned: it puts the
+// directory's host position back after the last entry returned (d.next)
+// and returns err, or nil when s holds entries (they are returned; the
+// entry that stopped the call is read again by the next one). If the
+// lseek fails, the position is unknown and the next call seeks to the
+// offset it is given.
+func (d *dirReader) stop(fd int, s *direntScratch, err error) error {
+	if _, serr := unix.Seek(fd, int64(d.next), unix.SEEK_SET); serr != nil {
+		d.next = unknownPos
+	}
+	if len(s.ents) > 0 {
+		return nil
+	}
+	return err
+}
+
+// direntScratch is where one Readdir call reads host records (buf) and
+// gathers its entries before their exact-size allocations: the entries
+// (pointer-free, the names as end offsets) and the names back to back. A
+// call holds one only while it runs; direntScratches recycles them.
 type direntScratch struct {
+	buf   [direntBufSize]byte
 	ents  []scratchDirent
 	names []byte
 }

@@ -38,14 +38,19 @@
 // allocation (the File, with its node, open state and the walk's QID
 // inside), a clone one smaller one, an open of a regular file none,
 // getattr and a failed lookup none, and a Readdir call two whatever the
-// number of entries (the Dirents and one string holding every name). Names reach the kernel through a
-// NUL-terminated buffer on the stack and raw system calls, not
+// number of entries (the Dirents and one string holding every name).
+// Names reach the kernel through a NUL-terminated buffer on the stack and
+// raw system calls, not
 // golang.org/x/sys/unix's allocating wrappers. A walk step is one
 // openat2 (or openat) and one fstat; a create is one openat and one
 // fstat, plus an fchown only when the guest's ids are not the ones the
 // new inode already has and a chmod only when the umask or a chown
-// changed its mode bits. TestAllocations and TestSyscallCounts hold
-// these figures.
+// changed its mode bits. A Readdir call reads host entries into pooled
+// scratch space that it gives back when it returns: an open directory
+// keeps no buffer between calls, however many a guest holds partly read;
+// a call that got more entries than its budget holds puts the directory's
+// host position back with one lseek. TestAllocations and
+// TestSyscallCounts hold these figures.
 //
 // Operations on the pinned inode use the *at system calls with an empty
 // path (fchownat, utimensat, linkat, readlinkat: AT_EMPTY_PATH) or, for
@@ -55,7 +60,21 @@
 // Operations on a symlink File act on the link itself, never its target.
 // Device nodes, sockets and FIFOs are never opened (Open answers ENXIO, as
 // QEMU's 9p server does since CVE-2023-2861), so opening one never hangs,
-// and Mknod creates only regular files and FIFOs.
+// and Mknod creates only regular files and FIFOs. The mode and owner of a
+// device node already in the export never change either (SetAttr answers
+// EPERM): a guest's chmod 0666 would open it to host users.
+//
+// A new file, directory, FIFO or symlink gets the guest's owner and mode
+// only once hostfs holds it pinned and knows it is the inode it made:
+// Create and Mknod of a regular file pin it with the open that creates it
+// (O_CREAT|O_EXCL|O_NOFOLLOW); Mkdir, Mknod of a FIFO and Symlink look the
+// new name up once and check that it is still their new inode (of the
+// type made, owned by the daemon's euid, and as fresh as a new one: a
+// FIFO with one link and no data, a directory with no entries, a symlink
+// to the target just written), and otherwise leave whatever a host user
+// renamed there untouched (ESTALE). A new directory is made 0700 and given
+// its mode after that check. Tgetlock never tells the guest the pid of a
+// lock's holder, which may be a host process.
 //
 // # Contract with the server
 //
@@ -77,6 +96,17 @@
 // given (when the daemon runs as root) before the mode is restored, since
 // chown clears setuid/setgid. A ReadOnly export answers EROFS to every
 // mutation, opening for write and truncation included.
+//
+// # Setuid files and who may reach the export
+//
+// A daemon running as root keeps CAP_FSETID, so guest root can create
+// files owned by root with mode 04755, as QEMU's passthrough and
+// virtiofsd allow: a host user who can reach the export could run them as
+// root on the host. The shared directory must therefore not be reachable
+// by unprivileged host users (Kata keeps it under a 0700 directory)
+// unless the FS is made with NoSetuid, which strips setuid and setgid from
+// every mode the guest gives (setgid kept on directories, where it only
+// passes the group on).
 package hostfs
 
 import (
@@ -100,6 +130,13 @@ type FS struct {
 	// chown is true when the daemon runs as root and so can give new
 	// files the guest's uid and gid.
 	chown bool
+	// euid is the daemon's effective uid, the owner of every inode it
+	// creates.
+	euid uint32
+
+	// noSetuid strips setuid and setgid from the modes the guest sets
+	// (NoSetuid).
+	noSetuid bool
 
 	// rootFD, when set (WithRootFD), is the export root New serves
 	// instead of opening the root path.
@@ -127,6 +164,15 @@ type Option func(*FS)
 // ReadOnly makes the export read-only: every mutation answers EROFS.
 func ReadOnly() Option {
 	return func(fs *FS) { fs.readOnly = true }
+}
+
+// NoSetuid strips the setuid and setgid bits from every mode the guest
+// gives (Tlcreate, Tmkdir, Tmknod, Tsetattr), so that no file in the export
+// can become a setuid or setgid program for the host. A directory keeps
+// setgid, which only makes new entries inherit its group. Without it
+// modes are kept exactly, as QEMU's passthrough and virtiofsd keep them.
+func NoSetuid() Option {
+	return func(fs *FS) { fs.noSetuid = true }
 }
 
 // WithLogger sets the logger; the default discards everything. hostfs
@@ -163,7 +209,8 @@ func quietLogger() *logrus.Entry {
 // sandbox hides /proc. root is trusted (it comes from the daemon's
 // configuration): symlinks in it are followed once, here.
 func New(root string, opts ...Option) (*FS, error) {
-	fs := &FS{log: quietLogger(), chown: unix.Geteuid() == 0}
+	euid := unix.Geteuid()
+	fs := &FS{log: quietLogger(), chown: euid == 0, euid: uint32(euid)}
 	for _, o := range opts {
 		o(fs)
 	}

@@ -66,9 +66,12 @@ func (f *file) Lock(pid int, locktype p9.LockType, flags p9.LockFlags, start, le
 	}
 }
 
-// GetLock answers Tgetlock with F_OFD_GETLK on the open fd: the lock that
-// would conflict with the one described, or type Unlock (and the request's
-// own range) when none would. A fid that is not open answers EBADF.
+// GetLock answers Tgetlock with F_OFD_GETLK on the open fd: the type and
+// range of the lock that would conflict with the one described, or type
+// Unlock (and the request's own range, pid and client) when none would. A
+// fid that is not open answers EBADF. The pid of a conflicting lock is
+// always 0: the holder may be a host process, whose PID the guest must
+// not learn (and an OFD lock's holder has none: the host reports -1).
 func (f *file) GetLock(t p9.LockType, start, length uint64, pid int, client string) (p9.LockType, uint64, uint64, int, string, error) {
 	if err := f.enter(); err != nil {
 		return 0, 0, 0, 0, "", err
@@ -100,7 +103,7 @@ func (f *file) GetLock(t p9.LockType, start, length uint64, pid int, client stri
 	case unix.F_UNLCK:
 		return p9.Unlock, start, length, pid, client, nil
 	case unix.F_RDLCK:
-		return p9.ReadLock, uint64(lk.Start), uint64(lk.Len), int(lk.Pid), "", nil
+		return p9.ReadLock, uint64(lk.Start), uint64(lk.Len), 0, "", nil
 	}
-	return p9.WriteLock, uint64(lk.Start), uint64(lk.Len), int(lk.Pid), "", nil
+	return p9.WriteLock, uint64(lk.Start), uint64(lk.Len), 0, "", nil
 }

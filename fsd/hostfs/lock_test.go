@@ -94,3 +94,60 @@ func TestLocks(t *testing.T) {
 		}
 	})
 }
+
+// TestGetLockHidesHolderPID holds review finding 8: Tgetlock reports the
+// type and range of a conflicting lock but never its holder's pid, which
+// for a lock a host process holds is a host PID (before the fix the guest
+// learnt it; an OFD lock's holder came back as -1).
+func TestGetLockHidesHolderPID(t *testing.T) {
+	tr := newTree(t)
+	_, root := attach(t, tr.root)
+	open := func() *file {
+		f := walkTo(t, root, "file.txt")
+		_, _, err := f.Open(p9.ReadWrite)
+		must(t, err)
+		return f
+	}
+	guest, asker := open(), open()
+	for _, row := range []struct {
+		name string
+		// hold takes the conflicting lock on [10,30) and returns its
+		// release.
+		hold func(t *testing.T) func()
+	}{
+		// A host process's classic POSIX lock (this test process's:
+		// F_OFD_GETLK reports its pid).
+		{"host-process-posix-lock", func(t *testing.T) func() {
+			h, err := os.OpenFile(tr.path("file.txt"), os.O_RDWR, 0)
+			must(t, err)
+			lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 10, Len: 20}
+			must(t, unix.FcntlFlock(h.Fd(), unix.F_SETLK, &lk))
+			return func() { h.Close() }
+		}},
+		// Another guest fid's lock (an OFD lock: the host reports -1).
+		{"guest-ofd-lock", func(t *testing.T) func() {
+			st, err := guest.Lock(1, p9.WriteLock, 0, 10, 20, "g")
+			if err != nil || st != p9.LockStatusOK {
+				t.Fatalf("guest lock: %v, %v", st, err)
+			}
+			return func() {
+				if _, err := guest.Lock(1, p9.Unlock, 0, 0, 0, "g"); err != nil {
+					t.Error(err)
+				}
+			}
+		}},
+	} {
+		t.Run(row.name, func(t *testing.T) {
+			release := row.hold(t)
+			typ, start, length, pid, client, err := asker.GetLock(p9.ReadLock, 15, 1, 77, "asker")
+			release()
+			must(t, err)
+			if typ != p9.WriteLock || start != 10 || length != 20 {
+				t.Errorf("getlock: %v [%d,+%d), want the write lock on [10,+20)", typ, start, length)
+			}
+			if pid != 0 || client != "" {
+				t.Errorf("getlock reports pid %d, client %q: want 0 and \"\" (this process is %d)", pid, client, os.Getpid())
+			}
+		})
+	}
+}

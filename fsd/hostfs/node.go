@@ -53,6 +53,7 @@ func (n *node) decRef() {
 func (n *node) isDir() bool     { return n.mode == unix.S_IFDIR }
 func (n *node) isRegular() bool { return n.mode == unix.S_IFREG }
 func (n *node) isSymlink() bool { return n.mode == unix.S_IFLNK }
+func (n *node) isDevice() bool  { return n.mode == unix.S_IFCHR || n.mode == unix.S_IFBLK }
 
 // sameInode reports whether st describes n's inode.
 func (n *node) sameInode(st *unix.Stat_t) bool {

@@ -11,7 +11,11 @@ import (
 // and a requested setuid/setgid bit survives the chown that clears it.
 // Everything is validated before anything changes. On a symlink File the
 // link itself changes (owner, times) and chmod answers EOPNOTSUPP, as
-// fchmodat(AT_SYMLINK_NOFOLLOW) does on Linux.
+// fchmodat(AT_SYMLINK_NOFOLLOW) does on Linux. The mode and owner of a
+// device node are never changed (EPERM): hostfs never opens one for the
+// guest, but a guest's chmod 0666 or chown of a host device node in the
+// export would let host users open it. Under NoSetuid the setuid and
+// setgid bits are stripped from the mode (setgid kept on a directory).
 func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 	if err := f.enter(); err != nil {
 		return err
@@ -37,6 +41,9 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 	}
 	if valid.Permissions && f.n.isSymlink() {
 		return linux.EOPNOTSUPP
+	}
+	if (valid.Permissions || valid.UID || valid.GID) && f.n.isDevice() {
+		return linux.EPERM
 	}
 	if (valid.ATime && valid.ATimeNotSystemTime && attr.ATimeNanoSeconds >= 1e9) ||
 		(valid.MTime && valid.MTimeNotSystemTime && attr.MTimeNanoSeconds >= 1e9) {
@@ -67,7 +74,7 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 		}
 	}
 	if valid.Permissions {
-		if err := chmodFD(f.n.fd, uint32(attr.Permissions)&permBits); err != nil {
+		if err := chmodFD(f.n.fd, f.fs.modeBits(uint32(attr.Permissions), f.n.isDir())); err != nil {
 			return hostErrno(err)
 		}
 	}

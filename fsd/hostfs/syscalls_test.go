@@ -72,6 +72,27 @@ func TestStraceHelper(t *testing.T) {
 	must(t, h.(*file).Remove())
 	marker("clunk-removed")
 	h.Close()
+	marker("open-dir")
+	_, d, err := r.Walk([]string{"r"})
+	must(t, err)
+	defer d.Close()
+	_, _, err = d.Open(p9.ReadOnly)
+	must(t, err)
+	marker("readdir-partial")
+	// Room for "." (25 bytes) but not ".." too (50): getdents64 asks
+	// for 51 bytes and gets both (24 bytes each on the host), and the
+	// host position goes back to "..".
+	first, err := d.Readdir(0, 2*direntHeader)
+	must(t, err)
+	if len(first) != 1 {
+		t.Fatalf("partial readdir: %v", first)
+	}
+	marker("readdir-rest")
+	rest, err := d.Readdir(first[0].Offset, 4096)
+	must(t, err)
+	if len(rest) != 4 {
+		t.Fatalf("readdir rest: %v", rest)
+	}
 	marker("end")
 }
 
@@ -81,7 +102,8 @@ const otherID = 54321
 // TestSyscallCounts runs the helper under strace and checks the system
 // calls of the hot operations: one open and one fstat per walked
 // component, one fstat per getattr, an open and an fstat per create (and
-// an fchown only for ids the new inode does not already have).
+// an fchown only for ids the new inode does not already have), and the
+// one lseek a readdir that stops mid-batch costs.
 func TestSyscallCounts(t *testing.T) {
 	strace, err := exec.LookPath("strace")
 	if err != nil {
@@ -89,9 +111,13 @@ func TestSyscallCounts(t *testing.T) {
 	}
 	root := t.TempDir()
 	must(t, os.MkdirAll(filepath.Join(root, "a", "b", "c", "d"), 0o755))
+	must(t, os.MkdirAll(filepath.Join(root, "r"), 0o755))
+	for _, name := range []string{"x1", "x2", "x3"} {
+		must(t, os.WriteFile(filepath.Join(root, "r", name), nil, 0o644))
+	}
 	log := filepath.Join(t.TempDir(), "trace")
 	cmd := exec.Command(strace, "-f", "-qq", "-o", log,
-		"-e", "trace=open,openat,openat2,stat,lstat,fstat,newfstatat,statx,close,unlinkat,fchown,fchownat,fchmod,fchmodat",
+		"-e", "trace=open,openat,openat2,stat,lstat,fstat,newfstatat,statx,close,unlinkat,fchown,fchownat,fchmod,fchmodat,getdents64,lseek",
 		os.Args[0], "-test.run=^TestStraceHelper$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "HOSTFS_STRACE_ROOT="+root)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -152,6 +178,12 @@ func TestSyscallCounts(t *testing.T) {
 		// Remove checks the name still names the pinned inode.
 		{"remove", map[string]int{"newfstatat": 1, "unlinkat": 1}},
 		{"clunk-removed", map[string]int{"close": 2}}, // the O_PATH fd and the open one
+		// A readdir that stops in the middle of what getdents64
+		// returned puts the host position back (one lseek) and keeps
+		// nothing; the next call reads on from there (no lseek), up
+		// to the end of the directory (getdents64 answers 0).
+		{"readdir-partial", map[string]int{"getdents64": 1, "lseek": 1}},
+		{"readdir-rest", map[string]int{"getdents64": 2}},
 	} {
 		got := counts[row.section]
 		if len(got) != len(row.want) {

@@ -77,21 +77,24 @@ func (x xattrFD) release() {
 // withXattr runs op on the best xattrFD; if the *xattrat calls turn out to
 // be missing (ENOSYS) it records that and runs op again on the fallback.
 func (f *file) withXattr(op func(x xattrFD) error) error {
-	x, err := f.xattrFD(false)
-	if err != nil {
-		return err
-	}
-	err = op(x)
-	x.release()
-	if err == unix.ENOSYS && x.at {
+	at, err := f.runXattr(false, op)
+	if err == unix.ENOSYS && at {
 		xattratMissing.Store(true)
-		if x, err = f.xattrFD(true); err != nil {
-			return err
-		}
-		err = op(x)
-		x.release()
+		_, err = f.runXattr(true, op)
 	}
 	return err
+}
+
+// runXattr runs op on an xattrFD and releases it however op returns (a
+// panic included: the server recovers those, and a reopened fd must not
+// leak with each). It reports whether op ran on the *xattrat calls.
+func (f *file) runXattr(noAt bool, op func(x xattrFD) error) (bool, error) {
+	x, err := f.xattrFD(noAt)
+	if err != nil {
+		return false, err
+	}
+	defer x.release()
+	return x.at, op(x)
 }
 
 func (x xattrFD) get(name string, buf []byte) (int, error) {
@@ -123,24 +126,36 @@ func (x xattrFD) remove(name string) error {
 	return unix.Fremovexattr(x.fd, name)
 }
 
-// readSized reads a value whose size may change between calls: a small
-// buffer first, then the size the host reports, a few times at most.
+// xattrReadTries bounds how often readSized sizes a value again because
+// it changed between two calls (a guest can race it with Txattrcreate).
+const xattrReadTries = 4
+
+// readSized reads a value whose size may change between calls (read is
+// getxattr or listxattr): into a small buffer first, then, on ERANGE,
+// into a buffer of the size the host reports, a bounded number of times,
+// then ERANGE. A read that reports more than its buffer holds (a
+// zero-length buffer is a size query) means the same. A size of 0 is the
+// empty value, returned without reading again.
 func readSized(read func(buf []byte) (int, error), first int) ([]byte, error) {
 	buf := make([]byte, first)
-	for range 4 {
+	for range xattrReadTries {
 		n, err := read(buf)
-		if err == nil {
+		switch {
+		case err == nil && n <= len(buf):
 			return buf[:n], nil
-		}
-		if err != unix.ERANGE {
+		case err == nil:
+			// Changed under us: size it again.
+		case err != unix.ERANGE:
 			return nil, err
 		}
 		size, err := read(nil)
-		if err != nil {
+		switch {
+		case err != nil:
 			return nil, err
-		}
-		if size > xattrSizeMax {
+		case size > xattrSizeMax:
 			return nil, unix.E2BIG
+		case size == 0:
+			return []byte{}, nil
 		}
 		buf = make([]byte, size)
 	}

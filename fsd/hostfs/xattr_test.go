@@ -2,6 +2,7 @@ package hostfs
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"sort"
 	"strings"
@@ -139,4 +140,173 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// sizedValue is a fake xattr for readSized that changes size between
+// calls as a racing setxattr would: call i sees sizes[i] (the last size
+// once the list runs out), with getxattr's semantics: a zero-length
+// buffer asks for the size, a smaller buffer is ERANGE.
+type sizedValue struct {
+	sizes []int
+	calls int
+}
+
+func (v *sizedValue) read(buf []byte) (int, error) {
+	size := v.sizes[min(v.calls, len(v.sizes)-1)]
+	v.calls++
+	switch {
+	case len(buf) == 0:
+		return size, nil
+	case size > len(buf):
+		return 0, unix.ERANGE
+	}
+	for i := range buf[:size] {
+		buf[i] = 'v'
+	}
+	return size, nil
+}
+
+// TestReadSized holds review finding 5: readSized never slices past its
+// buffer whatever the value does between its calls. Before the fix, a
+// value that shrank to empty after the size probe made it read into a
+// zero-length buffer, which getxattr answers with the (larger) current
+// size, and buf[:n] panicked.
+func TestReadSized(t *testing.T) {
+	for _, row := range []struct {
+		name      string
+		first     int
+		sizes     []int
+		want      int // bytes returned
+		wantErr   error
+		wantCalls int
+	}{
+		// The value fits the first buffer: one call.
+		{"fits", 256, []int{100}, 100, nil, 1},
+		// Larger than the first buffer: probe, then read at that size.
+		{"larger", 256, []int{4000, 4000, 4000}, 4000, nil, 3},
+		// Shrinks to empty after the first read: the probe says 0, which
+		// is the value (no read into a zero-length buffer, which would
+		// be a size query answering 4000 again: the panic).
+		{"shrinks-to-empty", 256, []int{4000, 0, 4000}, 0, nil, 2},
+		// Grows again between the probe and the read: probe again.
+		{"grows-after-probe", 256, []int{4000, 4000, 8000, 8000, 8000}, 8000, nil, 5},
+		// A read that reports more than its buffer (a zero-length first
+		// buffer is a size query) is a change under us: probe again.
+		{"reports-more-than-buffer", 0, []int{10, 10, 10}, 10, nil, 3},
+		// Never stable: a bounded number of tries, then ERANGE.
+		{"never-stable", 256, []int{300, 300, 600, 600, 1200, 1200, 2400, 2400, 4800, 4800, 9600}, 0, unix.ERANGE, 8},
+		// Larger than XATTR_SIZE_MAX: E2BIG, nothing allocated for it.
+		{"too-big", 256, []int{xattrSizeMax + 1}, 0, unix.E2BIG, 2},
+	} {
+		t.Run(row.name, func(t *testing.T) {
+			v := &sizedValue{sizes: row.sizes}
+			var got []byte
+			var err error
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Fatalf("readSized panicked: %v", p)
+					}
+				}()
+				got, err = readSized(v.read, row.first)
+			}()
+			if !errors.Is(err, row.wantErr) || len(got) != row.want {
+				t.Errorf("readSized: %d bytes, %v; want %d bytes, %v", len(got), err, row.want, row.wantErr)
+			}
+			if v.calls != row.wantCalls {
+				t.Errorf("%d reads, want %d", v.calls, row.wantCalls)
+			}
+		})
+	}
+}
+
+// TestXattrShrinkRace is review finding 5's repro as a test: one File sets
+// a value of 4000 bytes and the empty value in turn while another reads
+// it. Every read returns one of the two values; none panics (before the
+// fix the server recovered the panic as EIO), and on the fallback path no
+// reopened fd is left behind.
+func TestXattrShrinkRace(t *testing.T) {
+	forVariants(t, func(t *testing.T, opts []Option) {
+		tr := newTree(t)
+		needUserXattrs(t, tr.path("file.txt"))
+		_, root := attach(t, tr.root, opts...)
+		setter, getter := walkTo(t, root, "file.txt"), walkTo(t, root, "file.txt")
+		big := bytes.Repeat([]byte("v"), 4000)
+		must(t, setter.SetXattr("user.x", big, 0))
+		before := countFDs(t)
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				for _, val := range [][]byte{big, {}} {
+					if err := setter.SetXattr("user.x", val, 0); err != nil {
+						done <- err
+						return
+					}
+				}
+			}
+		}()
+		const reads = 3000
+		var empty, full, i int
+		for ; i < reads && !t.Failed(); i++ {
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Errorf("GetXattr panicked on read %d: %v", i, p)
+					}
+				}()
+				got, err := getter.GetXattr("user.x")
+				switch {
+				case err != nil:
+					t.Errorf("GetXattr: %v", err)
+				case len(got) == 0:
+					empty++
+				case bytes.Equal(got, big):
+					full++
+				default:
+					t.Errorf("GetXattr returned %d bytes, neither value", len(got))
+				}
+			}()
+		}
+		close(stop)
+		must(t, <-done)
+		t.Logf("%d reads: %d empty, %d of 4000 bytes", i, empty, full)
+		if after := countFDs(t); after != before {
+			t.Errorf("fds: %d before, %d after", before, after)
+		}
+	})
+}
+
+// TestWithXattrReleasesOnPanic: the fd the fallback path reopens for one
+// xattr call is closed even when the call panics (review finding 5: each
+// recovered panic leaked it).
+func TestWithXattrReleasesOnPanic(t *testing.T) {
+	tr := newTree(t)
+	_, root := attach(t, tr.root, withoutXattrat())
+	f := walkTo(t, root, "file.txt")
+	before := countFDs(t)
+	reopened := false
+	func() {
+		defer func() {
+			if p := recover(); p == nil {
+				t.Errorf("the panic did not reach the caller")
+			}
+		}()
+		f.withXattr(func(x xattrFD) error {
+			reopened = x.closed
+			panic("boom")
+		})
+	}()
+	if !reopened {
+		t.Fatalf("the fallback did not reopen an fd")
+	}
+	if after := countFDs(t); after != before {
+		t.Errorf("fds: %d before, %d after the panic", before, after)
+	}
 }
