@@ -75,6 +75,9 @@ type Options struct {
 	// callers that are not the daemon process itself, tests for instance,
 	// pass "none".
 	Sandbox string
+	// NoSetuid strips setuid and setgid from every mode the guest sets, in
+	// every export (hostfs.NoSetuid).
+	NoSetuid bool
 	// Ready receives the readiness line; nil means os.Stderr.
 	Ready io.Writer
 }
@@ -249,6 +252,9 @@ func Serve(ctx context.Context, opts Options) (err error) {
 		if e.ReadOnly {
 			hopts = append(hopts, hostfs.ReadOnly())
 		}
+		if opts.NoSetuid {
+			hopts = append(hopts, hostfs.NoSetuid())
+		}
 		if e.Tag != "" {
 			// An extra export: in namespace mode a detached clone of
 			// its mount tree, which the pivot leaves whole (see
@@ -279,7 +285,9 @@ func Serve(ctx context.Context, opts Options) (err error) {
 	}
 
 	var sopts []server.Option
-	sopts = append(sopts, server.WithLogger(log))
+	// A large Rread or Rreaddir leaves in one write: the filter allows
+	// SO_SNDBUF (see sandbox.Filter).
+	sopts = append(sopts, server.WithLogger(log), server.WithSendBuffer(true))
 	if opts.MaxConns > 0 {
 		sopts = append(sopts, server.WithMaxConns(opts.MaxConns))
 	}
@@ -298,7 +306,7 @@ func Serve(ctx context.Context, opts Options) (err error) {
 	if ready == nil {
 		ready = os.Stderr
 	}
-	line := fmt.Sprintf("%s pid=%d exports=%s", ReadyLine, os.Getpid(), describe(opts.Exports))
+	line := fmt.Sprintf("%s pid=%d exports=%s", ReadyLine, sb.PID(), describe(opts.Exports))
 	log.WithFields(logrus.Fields{"sandbox": string(sb.Mode()), "listener": opts.Listener.Addr().String()}).Info("serving")
 	if _, err := fmt.Fprintln(ready, line); err != nil {
 		return errors.Wrap(err, "fsd: print the readiness line")

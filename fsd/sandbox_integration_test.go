@@ -579,6 +579,13 @@ func TestSandboxLayers(t *testing.T) {
 				t.Errorf("daemon mount namespace %s, the launcher's %s: own namespace = %v, want %v", ns, ownNS, ns != ownNS, tt.newNS)
 			}
 
+			checkProcHandle(t, pid, tt.chose)
+			for _, e := range r.hook.AllEntries() {
+				if strings.HasPrefix(e.Message, fsd.ReadyLine) && !strings.Contains(e.Message, fmt.Sprintf(" pid=%d ", pid)) {
+					t.Errorf("ready line %q does not name the daemon's pid %d as the launcher sees it", e.Message, pid)
+				}
+			}
+
 			var chose, applied, clones int
 			for _, m := range r.daemonLogs(t) {
 				msg, _ := m["msg"].(string)
@@ -606,6 +613,83 @@ func TestSandboxLayers(t *testing.T) {
 
 			checkExports(t, r.sock, tr)
 		})
+	}
+}
+
+// checkProcHandle finds the procfs directory the daemon keeps open (the
+// /proc/self/fd handle hostfs reopens files through) and checks how far it
+// reaches. In namespace mode it must be a procfs of the daemon's own pid
+// namespace, mounted with subset=pid: from it, ".." shows one process (the
+// daemon, pid 1 there) and no /proc/sys, so a compromised daemon cannot
+// write the host's core_pattern or climb into another process's root. In
+// chroot and none modes the handle is the host's procfs (chroot mode
+// confines paths only; the README says so).
+func checkProcHandle(t *testing.T, pid int, mode string) {
+	t.Helper()
+	h := -1
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		fd, err := unix.Open(dir+"/"+e.Name(), unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		var st unix.Statfs_t
+		if unix.Fstatfs(fd, &st) == nil && st.Type == unix.PROC_SUPER_MAGIC {
+			h = fd
+			break
+		}
+		unix.Close(fd)
+	}
+	if h < 0 {
+		t.Fatalf("daemon %d keeps no procfs fd (hostfs's /proc/self/fd handle)", pid)
+	}
+	defer unix.Close(h)
+	own, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, sysErr := unix.Openat(h, "../../sys/kernel/core_pattern", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if sysErr == nil {
+		unix.Close(sys)
+	}
+	top, err := unix.Openat(h, "../..", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open the top of the daemon's procfs: %v", err)
+	}
+	f := os.NewFile(uintptr(top), "procfs")
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []string
+	for _, n := range names {
+		if n[0] >= '0' && n[0] <= '9' {
+			pids = append(pids, n)
+		}
+	}
+	if mode != "namespace" {
+		if sysErr != nil || len(pids) < 2 {
+			t.Errorf("%s mode: expected the host's procfs behind the handle (core_pattern: %v, %d processes)", mode, sysErr, len(pids))
+		}
+		return
+	}
+	if own == theirs {
+		t.Errorf("daemon in the launcher's pid namespace %s, want one of its own", own)
+	}
+	if !errors.Is(sysErr, unix.ENOENT) {
+		t.Errorf("core_pattern through the daemon's procfs handle: %v, want ENOENT (subset=pid)", sysErr)
+	}
+	if !slices.Equal(pids, []string{"1"}) {
+		t.Errorf("processes visible through the daemon's procfs handle: %v, want only the daemon (1)", pids)
 	}
 }
 

@@ -823,12 +823,13 @@ func TestServeArgs(t *testing.T) {
 		// daemon.args appended last.
 		{"everything", func(c *config.Config) {
 			c.ReadOnly = true
+			c.NoSetuid = true
 			c.Mounts = []config.Mount{{Tag: "a", Source: "/srv/a"}, {Tag: "b", Source: "/srv/b", ReadOnly: true, Share: "vol"}}
 			c.Log = config.Log{Level: "debug", Format: "json"}
 			c.Sandbox = config.SandboxChroot
 			c.Limits = config.Limits{MaxConnections: 4, MaxFids: 5, MaxInflight: 6, MaxMsize: 65536}
 			c.Daemon.Args = []string{"--extra"}
-		}, []string{"serve", "--fd", "3", "--shared-dir", "/srv/share", "--readonly",
+		}, []string{"serve", "--fd", "3", "--shared-dir", "/srv/share", "--readonly", "--no-setuid",
 			"--mount", "tag=a,source=/srv/a", "--mount", "tag=b,source=/srv/b,ro,share=vol",
 			"--log-level", "debug", "--log-format", "json", "--sandbox", "chroot",
 			"--max-connections", "4", "--max-fids", "5", "--max-inflight", "6", "--max-msize", "65536", "--extra"}},
@@ -1001,7 +1002,7 @@ func TestMountNamespaceRefused(t *testing.T) {
 	}
 	warned := false
 	for _, e := range hook.AllEntries() {
-		warned = warned || (e.Level == logrus.WarnLevel && strings.Contains(e.Message, "mount namespace"))
+		warned = warned || (e.Level == logrus.WarnLevel && strings.Contains(e.Message, "mount and pid namespaces"))
 	}
 	if !warned {
 		t.Fatal("the fallback was not logged")

@@ -19,7 +19,11 @@ import (
 // unshare its mount namespace once it runs (its threads share file system
 // state, and unshare(CLONE_NEWNS) on one thread does not move the others),
 // so the process that starts the daemon must create the namespace, with
-// CLONE_NEWNS at clone time. That is done here, and only here:
+// CLONE_NEWNS at clone time. With it goes CLONE_NEWPID: in a pid namespace
+// of its own the daemon is the only process, and the procfs it mounts for
+// its /proc/self/fd handle shows no other (see sandbox.Prepare); the pid
+// the launcher records and stops is still the daemon's, as the launcher's
+// namespace numbers it. That is done here, and only here:
 //
 //   - the daemon is the built-in one (an external daemon sandboxes itself),
 //   - the launcher runs as root (euid 0: no one else may unshare a mount
@@ -33,15 +37,19 @@ import (
 // daemon is started once more without it, and that is logged; with an
 // explicit "namespace" the failure is returned.
 
-// wantMountNamespace reports whether the daemon should start in a new mount
-// namespace.
+// namespaceFlags are the clone flags of a daemon started in namespaces of
+// its own.
+const namespaceFlags = syscall.CLONE_NEWNS | syscall.CLONE_NEWPID
+
+// wantMountNamespace reports whether the daemon should start in new mount
+// and pid namespaces.
 func wantMountNamespace(cfg *config.Config) bool {
 	return cfg.IsBuiltinDaemon() && os.Geteuid() == 0 &&
 		(cfg.Sandbox == config.SandboxAuto || cfg.Sandbox == config.SandboxNamespace)
 }
 
-// startDaemonCmd starts the command that build returns, with CLONE_NEWNS
-// when wantMountNamespace says so, retrying once without it as described
+// startDaemonCmd starts the command that build returns, with
+// namespaceFlags when wantMountNamespace says so, retrying once without it as described
 // above. build is called once per attempt (an exec.Cmd cannot be started
 // twice) and must set SysProcAttr.
 func startDaemonCmd(cfg *config.Config, log *logrus.Entry, build func() *exec.Cmd) (*exec.Cmd, error) {
@@ -50,19 +58,19 @@ func startDaemonCmd(cfg *config.Config, log *logrus.Entry, build func() *exec.Cm
 		return cmd, startCmd(cmd)
 	}
 	cmd := build()
-	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNS
+	cmd.SysProcAttr.Cloneflags |= namespaceFlags
 	err := startCmd(cmd)
 	if err == nil || cfg.Sandbox != config.SandboxAuto ||
 		!(errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL)) {
 		return cmd, err
 	}
-	log.WithError(err).Warn("cannot start the daemon in a new mount namespace; starting it without one (sandbox auto)")
+	log.WithError(err).Warn("cannot start the daemon in new mount and pid namespaces; starting it without them (sandbox auto)")
 	cmd = build()
 	return cmd, startCmd(cmd)
 }
 
 // startCmd starts a daemon command; a variable so a test can make the
-// kernel's refusal of CLONE_NEWNS happen.
+// kernel's refusal of the namespace flags happen.
 var startCmd = startLocked
 
 // startLocked starts cmd with the calling goroutine locked to its OS

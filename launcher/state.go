@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/pkg/errors"
@@ -43,7 +44,8 @@ const maxStateSize = 64 << 10
 func StatePath(socketPath string) string { return socketPath + ".state" }
 
 // ReadState reads and decodes the state file of socketPath. It never
-// follows a symlink. A missing file is an error satisfying
+// follows a symlink, and refuses a file owned by another user or writable
+// by group or others (Start writes it 0600). A missing file is an error satisfying
 // errors.Is(err, os.ErrNotExist).
 func ReadState(socketPath string) (*State, error) {
 	p := StatePath(socketPath)
@@ -58,6 +60,14 @@ func ReadState(socketPath string) (*State, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, errors.Errorf("state file %s is not a regular file (%s)", p, fi.Mode().Type())
+	}
+	// stop trusts the file to name the daemon it may signal: only a file
+	// this user wrote, and no one else may change, is believed.
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return nil, errors.Errorf("state file %s is owned by uid %d, not by this user (%d)", p, sys.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return nil, errors.Errorf("state file %s is writable by group or others (mode %#o)", p, fi.Mode().Perm())
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
 	if err != nil {

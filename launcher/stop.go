@@ -167,20 +167,17 @@ func stopLeftovers(ctx context.Context, pid int, socketPath string, st *State, o
 	return removeLeftovers(socketPath, pid, log)
 }
 
-// removeLeftovers removes the socket when nothing listens on it, and the
+// removeLeftovers removes the socket when nothing listens on it (under
+// the lock a starting launcher takes, see socket.RemoveStale), and the
 // state file when it names pid.
 func removeLeftovers(socketPath string, pid int, log *logrus.Entry) error {
 	var errs []error
-	alive, err := socket.Alive(socketPath)
+	err := socket.RemoveStale(socketPath)
 	switch {
-	case err != nil && !errors.Is(err, os.ErrNotExist):
-		errs = append(errs, err)
-	case alive:
+	case errors.Is(err, socket.ErrInUse):
 		log.Warn("another process listens on the socket; left in place")
-	default:
-		if err := socket.Remove(socketPath); err != nil {
-			errs = append(errs, err)
-		}
+	case err != nil:
+		errs = append(errs, err)
 	}
 	if err := removeStateIf(socketPath, pid); err != nil {
 		errs = append(errs, err)

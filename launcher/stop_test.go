@@ -199,6 +199,19 @@ func TestStopByPIDRefusals(t *testing.T) {
 			}
 			return cfg.SocketPath, sleepPID
 		}, ErrNotDaemon},
+		// A forged state file that names the unrelated process exactly
+		// (pid, start time, socket), as stop would believe it: one that
+		// group or others may write, and one another user owns, are not
+		// believed.
+		{"forged state, writable by others", func(t *testing.T) (string, int) {
+			return forgeState(t, sleepPID, sleepStart, 0o666, -1), sleepPID
+		}, ErrNotDaemon},
+		{"forged state, another user's", func(t *testing.T) (string, int) {
+			if os.Geteuid() != 0 {
+				t.Skip("needs root to chown")
+			}
+			return forgeState(t, sleepPID, sleepStart, 0o600, 65534), sleepPID
+		}, ErrNotDaemon},
 		// A state file that is not JSON.
 		{"corrupt state file", func(t *testing.T) (string, int) {
 			cfg, _ := crashedDaemon(t)
@@ -228,6 +241,31 @@ func TestStopByPIDRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// forgeState leaves a crashed daemon's socket with a state file naming
+// pid and start, with mode perm, owned by uid (unless -1).
+func forgeState(t *testing.T, pid int, start uint64, perm os.FileMode, uid int) string {
+	t.Helper()
+	cfg, _ := crashedDaemon(t)
+	st, err := ReadState(cfg.SocketPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.PID, st.StartTime = pid, start
+	if err := writeState(st); err != nil {
+		t.Fatal(err)
+	}
+	p := StatePath(cfg.SocketPath)
+	if err := os.Chmod(p, perm); err != nil {
+		t.Fatal(err)
+	}
+	if uid >= 0 {
+		if err := os.Lchown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cfg.SocketPath
 }
 
 // TestStopByPIDGone proves StopByPID is idempotent: a PID that no longer

@@ -216,6 +216,27 @@ func chmodFD(pfd int, mode uint32) error {
 // useFchmodat2 is a test hook: false exercises the older kernels' path.
 var useFchmodat2 = true
 
+// RemoveStale removes the socket file at path when nothing listens on it,
+// as Listen replaces a stale one: under the same lock on its directory, so
+// that it cannot remove the fresh socket of a Listen running meanwhile
+// (which binds between its own check and listen). A missing path or
+// directory is not an error; a live socket gives ErrInUse and is left in
+// place; anything but a socket gives ErrNotSocket and is left in place.
+func RemoveStale(path string) error {
+	if err := checkPath(path); err != nil {
+		return err
+	}
+	unlock, err := lockDir(filepath.Dir(path))
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return clearStale(path)
+}
+
 // clearStale prepares path for bind: nothing there is fine, a stale socket
 // is removed, anything else is refused.
 func clearStale(path string) error {

@@ -365,6 +365,72 @@ func TestListenReplacesStale(t *testing.T) {
 	<-done
 }
 
+// TestRemoveStale: a stale socket is removed, a live one and a non-socket
+// are left in place, a missing path or directory is fine; and a removal
+// waits for a Listen in progress (which holds the directory lock between
+// its own check and listen), so it never removes the fresh socket.
+func TestRemoveStale(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.sock")
+	staleSocket(t, path)
+	if err := RemoveStale(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("stale socket still there: %v", err)
+	}
+	if err := RemoveStale(path); err != nil {
+		t.Errorf("missing path: %v", err)
+	}
+	if err := RemoveStale(filepath.Join(dir, "nodir", "s.sock")); err != nil {
+		t.Errorf("missing directory: %v", err)
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveStale(file); !errors.Is(err, ErrNotSocket) {
+		t.Errorf("regular file: %v, want ErrNotSocket", err)
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Errorf("regular file removed: %v", err)
+	}
+	l := mustListen(t, path, 0o600)
+	if err := RemoveStale(path); !errors.Is(err, ErrInUse) {
+		t.Errorf("live socket: %v, want ErrInUse", err)
+	}
+	l.Close() // leaves the file (see Listen)
+	if err := RemoveStale(path); err != nil {
+		t.Fatalf("socket of a closed listener: %v", err)
+	}
+
+	// A Listen in progress: the lock is held while the stale socket is
+	// replaced by a live one.
+	staleSocket(t, path)
+	unlock, err := lockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() { res <- RemoveStale(path) }()
+	time.Sleep(50 * time.Millisecond) // give an unlocked removal its chance
+	if err := os.Remove(path); err != nil {
+		t.Fatalf("the removal did not wait for the lock: %v", err)
+	}
+	l2, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	unlock()
+	if err := <-res; !errors.Is(err, ErrInUse) {
+		t.Errorf("removal after a Listen: %v, want ErrInUse", err)
+	}
+	if alive, err := Alive(path); err != nil || !alive {
+		t.Errorf("the fresh socket: alive %v, %v; want true", alive, err)
+	}
+}
+
 // TestListenConcurrent: launchers racing for one path. Exactly one wins,
 // the others get ErrInUse, and the winner's socket is the one at the path.
 func TestListenConcurrent(t *testing.T) {

@@ -124,7 +124,7 @@ func serveBundle(ctx context.Context, a bundleServe) int {
 		log.WithFields(logrus.Fields{"destination": u.Destination, "type": u.Type}).Info("mount not served: " + u.Reason)
 	}
 
-	sopts := []server.Option{server.WithLogger(log)}
+	sopts := []server.Option{server.WithLogger(log), server.WithSendBuffer(true)}
 	if a.MaxFids > 0 {
 		sopts = append(sopts, server.WithMaxFids(a.MaxFids))
 	}
@@ -137,13 +137,14 @@ func serveBundle(ctx context.Context, a bundleServe) int {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	pid := sandbox.LauncherPID() // before the sandbox mounts its own /proc
 	err = gofer.Serve(ctx, b, conns,
 		gofer.WithLogger(log),
 		gofer.WithSandbox(mode),
 		gofer.WithNoFile(fsd.NoFileLimit(a.MaxFids, len(conns))),
 		gofer.WithServerOptions(sopts...),
 		gofer.WithReady(func() {
-			fmt.Fprintf(a.Stderr, "%s pid=%d bundle=%s io-fds=%s\n", fsd.ReadyLine, os.Getpid(), b.Dir, a.IOFDs)
+			fmt.Fprintf(a.Stderr, "%s pid=%d bundle=%s io-fds=%s\n", fsd.ReadyLine, pid, b.Dir, a.IOFDs)
 		}),
 	)
 	if err != nil {

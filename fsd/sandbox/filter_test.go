@@ -237,7 +237,8 @@ func TestFilterCoversWorkload(t *testing.T) {
 		t.Skip("needs strace (apt-get install strace)")
 	}
 	trace := filepath.Join(t.TempDir(), "trace")
-	workload(t, ModeNone, trace)
+	r := workload(t, ModeNone, trace)
+	vm := filterVM(t, filterFor(r.Pid))
 	f, err := os.Open(trace)
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +275,13 @@ func TestFilterCoversWorkload(t *testing.T) {
 			missing = append(missing, fmt.Sprintf("%s (%s)", name, line))
 		}
 		seen[name]++
+		// A call allowed only with some arguments: run the filter on the
+		// arguments the trace shows.
+		if nr, args, ok := tracedArgs(t, name, line); ok && allow[name] {
+			if got := runFilter(t, vm, uint32(info.ID), nr, args...); got != unix.SECCOMP_RET_ALLOW {
+				missing = append(missing, fmt.Sprintf("%s with these arguments (%s)", name, line))
+			}
+		}
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
@@ -292,6 +300,71 @@ func TestFilterCoversWorkload(t *testing.T) {
 	for _, m := range missing {
 		t.Errorf("not on the allowlist: %s", m)
 	}
+}
+
+// tracedSymbols are the constants strace prints for the arguments the
+// filter's conditions look at.
+var tracedSymbols = map[string]uint64{
+	"F_DUPFD": unix.F_DUPFD, "F_GETFD": unix.F_GETFD, "F_SETFD": unix.F_SETFD,
+	"F_GETFL": unix.F_GETFL, "F_SETFL": unix.F_SETFL, "F_GETLK": unix.F_GETLK,
+	"F_SETLK": unix.F_SETLK, "F_SETLKW": unix.F_SETLKW, "F_SETOWN": unix.F_SETOWN,
+	"F_GETOWN": unix.F_GETOWN, "F_SETSIG": unix.F_SETSIG, "F_GETSIG": unix.F_GETSIG,
+	"F_SETLEASE": unix.F_SETLEASE, "F_NOTIFY": unix.F_NOTIFY,
+	"F_DUPFD_CLOEXEC": unix.F_DUPFD_CLOEXEC, "F_OFD_GETLK": unix.F_OFD_GETLK,
+	"F_OFD_SETLK": unix.F_OFD_SETLK, "F_OFD_SETLKW": unix.F_OFD_SETLKW,
+	"F_SETPIPE_SZ": unix.F_SETPIPE_SZ, "F_GETPIPE_SZ": unix.F_GETPIPE_SZ,
+	"F_ADD_SEALS": unix.F_ADD_SEALS, "F_GET_SEALS": unix.F_GET_SEALS,
+	"SOL_SOCKET": unix.SOL_SOCKET, "SO_SNDBUF": unix.SO_SNDBUF,
+	"SO_SNDBUFFORCE": unix.SO_SNDBUFFORCE, "SO_RCVBUF": unix.SO_RCVBUF,
+}
+
+// tracedCall matches the first three arguments of a call in a trace line.
+var tracedCall = regexp.MustCompile(`^\d+\s+([a-z0-9_]+)\(([^,)]+)(?:, ([^,)]+))?(?:, ([^,)]+))?`)
+
+// tracedArgs parses the arguments the filter's conditions look at from a
+// trace line of a conditionally allowed call (fcntl, tgkill, getsockopt,
+// setsockopt); ok is false for any other call. An argument it cannot read
+// fails the test: the check would otherwise pass unseen.
+func tracedArgs(t *testing.T, name, line string) (nr int, args []uint64, ok bool) {
+	t.Helper()
+	nrs := map[string]int{"fcntl": unix.SYS_FCNTL, "tgkill": unix.SYS_TGKILL, "getsockopt": unix.SYS_GETSOCKOPT, "setsockopt": unix.SYS_SETSOCKOPT}
+	nr, ok = nrs[name]
+	if !ok {
+		return 0, nil, false
+	}
+	m := tracedCall.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("cannot read the arguments of %s", line)
+	}
+	for _, a := range m[2:] {
+		f := strings.Fields(a) // "F_GETFL <unfinished ...>"
+		if len(f) == 0 {
+			break
+		}
+		a = f[0]
+		if v, err := strconv.ParseUint(a, 0, 64); err == nil {
+			args = append(args, v)
+		} else if v, found := tracedSymbols[a]; found {
+			args = append(args, v)
+		} else {
+			args = append(args, 1<<62) // a value no condition allows
+		}
+	}
+	return nr, args, true
+}
+
+// filterVM assembles f and loads it in x/net/bpf's VM.
+func filterVM(t *testing.T, f seccomp.Filter) *bpf.VM {
+	t.Helper()
+	insts, err := f.Policy.Assemble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := bpf.NewVM(insts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vm
 }
 
 // runFilter runs the assembled policy in x/net/bpf's VM on a seccomp_data
@@ -319,15 +392,8 @@ func runFilter(t *testing.T, vm *bpf.VM, auditArch uint32, nr int, args ...uint6
 // decisions, including the argument conditions, a foreign architecture
 // and (on amd64) the x32 ABI.
 func TestFilterDecisions(t *testing.T) {
-	f := Filter()
-	insts, err := f.Policy.Assemble()
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := bpf.NewVM(insts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	const pid = 4242
+	vm := filterVM(t, filterFor(pid))
 	info, err := arch.GetInfo("")
 	if err != nil {
 		t.Fatal(err)
@@ -363,6 +429,29 @@ func TestFilterDecisions(t *testing.T) {
 		{"mmap exec", native, unix.SYS_MMAP, []uint64{0, 4096, unix.PROT_READ | unix.PROT_EXEC, unix.MAP_PRIVATE | unix.MAP_ANON}, eperm},
 		// A set bit in the high word of prot must not slip past.
 		{"mmap exec high bits", native, unix.SYS_MMAP, []uint64{0, 4096, 1<<40 | unix.PROT_EXEC, 0}, eperm},
+		// tgkill: the runtime preempting its own threads, not a signal
+		// to another process.
+		{"tgkill own", native, unix.SYS_TGKILL, []uint64{pid, 4243, uint64(unix.SIGURG)}, allow},
+		{"tgkill other", native, unix.SYS_TGKILL, []uint64{1, 1, uint64(unix.SIGKILL)}, eperm},
+		{"tgkill other high bits", native, unix.SYS_TGKILL, []uint64{1<<32 | pid, 1, uint64(unix.SIGKILL)}, eperm},
+		// fcntl: the commands the runtime and hostfs use, no others.
+		{"fcntl F_GETFL", native, unix.SYS_FCNTL, []uint64{3, unix.F_GETFL}, allow},
+		{"fcntl F_SETFL", native, unix.SYS_FCNTL, []uint64{3, unix.F_SETFL, unix.O_NONBLOCK}, allow},
+		{"fcntl F_OFD_SETLK", native, unix.SYS_FCNTL, []uint64{3, unix.F_OFD_SETLK, 0}, allow},
+		{"fcntl F_OFD_GETLK", native, unix.SYS_FCNTL, []uint64{3, unix.F_OFD_GETLK, 0}, allow},
+		{"fcntl F_DUPFD_CLOEXEC", native, unix.SYS_FCNTL, []uint64{3, unix.F_DUPFD_CLOEXEC, 0}, allow},
+		{"fcntl F_SETOWN", native, unix.SYS_FCNTL, []uint64{3, unix.F_SETOWN, 1}, eperm},
+		{"fcntl F_SETSIG", native, unix.SYS_FCNTL, []uint64{3, unix.F_SETSIG, 9}, eperm},
+		{"fcntl F_SETLEASE", native, unix.SYS_FCNTL, []uint64{3, unix.F_SETLEASE, 0}, eperm},
+		{"fcntl F_OFD_SETLKW", native, unix.SYS_FCNTL, []uint64{3, unix.F_OFD_SETLKW, 0}, eperm},
+		// The send buffer of a connection, and nothing else of a socket.
+		{"setsockopt SO_SNDBUF", native, unix.SYS_SETSOCKOPT, []uint64{5, unix.SOL_SOCKET, unix.SO_SNDBUF}, allow},
+		{"setsockopt SO_SNDBUFFORCE", native, unix.SYS_SETSOCKOPT, []uint64{5, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE}, allow},
+		{"getsockopt SO_SNDBUF", native, unix.SYS_GETSOCKOPT, []uint64{5, unix.SOL_SOCKET, unix.SO_SNDBUF}, allow},
+		{"setsockopt SO_RCVBUF", native, unix.SYS_SETSOCKOPT, []uint64{5, unix.SOL_SOCKET, unix.SO_RCVBUF}, eperm},
+		{"setsockopt SO_BINDTODEVICE", native, unix.SYS_SETSOCKOPT, []uint64{5, unix.SOL_SOCKET, unix.SO_BINDTODEVICE}, eperm},
+		{"getsockopt SO_PEERCRED", native, unix.SYS_GETSOCKOPT, []uint64{5, unix.SOL_SOCKET, unix.SO_PEERCRED}, eperm},
+		{"setsockopt other level", native, unix.SYS_SETSOCKOPT, []uint64{5, unix.IPPROTO_TCP, unix.SO_SNDBUF}, eperm},
 		// An allowed number under another architecture's ABI is refused
 		// (on amd64, i386 syscalls through int 0x80 number differently).
 		{"foreign arch", 0x40000003 /* AUDIT_ARCH_I386 */, unix.SYS_OPENAT, nil, eperm},

@@ -152,6 +152,34 @@ func detachProc(p string, log *logrus.Entry) error {
 	}
 }
 
+// mountProc mounts a fresh procfs over /proc, in the daemon's own mount
+// namespace, for the /proc/self/fd handle hostfs opens next and keeps after
+// the pivot. A handle on the host's procfs would be a way out for a
+// compromised daemon: "../.." from it is the host's /proc, with
+// /proc/sys/kernel/core_pattern (root may write it) and every host
+// process's /proc/PID/root. The fresh one is mounted with subset=pid
+// (Linux 5.8+: no /proc/sys, no other global files) and nosuid, nodev,
+// noexec, and shows only the daemon's pid namespace: the launcher starts
+// the daemon in a new one (CLONE_NEWPID), where the daemon is the only
+// process. Without subset=pid (EINVAL: an older kernel) it mounts a full
+// procfs and warns; outside a pid namespace of its own it warns that other
+// processes stay visible.
+func mountProc(log *logrus.Entry) error {
+	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	err := unix.Mount("proc", "/proc", "proc", flags, "subset=pid")
+	if errors.Is(err, unix.EINVAL) {
+		log.Warn("procfs has no subset=pid here (Linux < 5.8): the daemon's /proc handle still shows /proc/sys")
+		err = unix.Mount("proc", "/proc", "proc", flags, "")
+	}
+	if err != nil {
+		return &StepError{Step: "mount a fresh procfs", Path: "/proc", Err: errors.WithStack(err)}
+	}
+	if os.Getpid() != 1 {
+		log.Warn("not in a pid namespace of its own: the daemon's /proc handle shows every process of its pid namespace (start it through the launcher, or with unshare -m -p -f)")
+	}
+	return nil
+}
+
 // pivotInto makes root (the bind mount prepareRoot made) the root of the
 // mount namespace and detaches the old root, so nothing outside root is
 // reachable by path. The sequence is pivot_root(".", "."), which stacks the

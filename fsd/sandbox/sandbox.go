@@ -8,7 +8,8 @@
 //     make every mount a slave (host mounts still propagate in, nothing
 //     propagates out), bind-mount the root export onto itself (nosuid,
 //     nodev, and read-only when the export is), detach a procfs mounted
-//     inside it;
+//     inside it, and mount a fresh procfs over /proc (see mountProc): the
+//     /proc/self/fd handle hostfs opens next comes from it;
 //   - set umask 0 (the guest's modes are applied exactly) and raise
 //     RLIMIT_NOFILE to what the fid cap needs;
 //   - "namespace" mode: pivot into the bind mount and detach the old root,
@@ -53,6 +54,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -108,6 +110,7 @@ type Config struct {
 type Sandbox struct {
 	cfg     Config
 	mode    Mode
+	pid     int
 	log     *logrus.Entry
 	keep    capSet
 	filter  []unix.SockFilter
@@ -122,10 +125,14 @@ type Sandbox struct {
 // there, everything Apply will need later: it loads the local time zone,
 // reads the capability sets and assembles the seccomp filter.
 //
+// In namespace mode it also mounts a fresh procfs over /proc (see
+// mountProc), so the /proc/self/fd handle hostfs opens after Prepare shows
+// only the daemon's own pid namespace.
+//
 // What Prepare changes stays in the daemon's own mount namespace and is not
 // undone on error: the daemon is expected to exit.
 func Prepare(cfg Config) (*Sandbox, error) {
-	s := &Sandbox{cfg: cfg, log: logger(cfg.Logger)}
+	s := &Sandbox{cfg: cfg, log: logger(cfg.Logger), pid: LauncherPID()}
 	if _, err := ParseMode(string(cfg.Mode)); err != nil {
 		return nil, err
 	}
@@ -158,12 +165,34 @@ func Prepare(cfg Config) (*Sandbox, error) {
 		if err := prepareRoot(cfg.Root, cfg.ReadOnly, s.log); err != nil {
 			return nil, err
 		}
+		if err := mountProc(s.log); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
 
 // Mode is the mode Prepare chose.
 func (s *Sandbox) Mode() Mode { return s.mode }
+
+// PID is the daemon's process id as the launcher sees it: as the /proc
+// mounted when Prepare started numbers it. In a pid namespace of its own
+// (the launcher starts the daemon in one) os.Getpid is 1; this is the pid
+// to print and to stop.
+func (s *Sandbox) PID() int { return s.pid }
+
+// LauncherPID reads this process's id from /proc/self, which names it in
+// the pid namespace of whoever mounted /proc (the launcher's, as long as
+// Prepare has not mounted a fresh procfs), falling back to os.Getpid. Call
+// it before Prepare; Sandbox.PID has the value Prepare read.
+func LauncherPID() int {
+	if l, err := os.Readlink("/proc/self"); err == nil {
+		if pid, err := strconv.Atoi(l); err == nil && pid > 0 {
+			return pid
+		}
+	}
+	return os.Getpid()
+}
 
 // Apply confines the process (see the package comment for the steps). Call
 // it once, after the exports and every other host resource are open and

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"os"
 	"runtime"
 	"unsafe"
 
@@ -21,10 +22,14 @@ import (
 // bind, listen, mount, pivot_root, chroot, capset, prctl, seccomp,
 // setrlimit, execve, epoll_create1, eventfd2...) are not allowed.
 //
-// Two calls are allowed with conditions on their arguments: clone only
-// with CLONE_THREAD (a new thread of this process, never a new process),
-// and mmap only without PROT_EXEC (the Go runtime never maps executable
-// memory; an attacker staging code would).
+// Some calls are allowed only with certain arguments (see conditional):
+// clone only with CLONE_THREAD (a new thread of this process, never a new
+// process); mmap only without PROT_EXEC (the Go runtime never maps
+// executable memory; an attacker staging code would); tgkill only to a
+// thread of this process; fcntl only with the commands the runtime and
+// hostfs use (no F_SETOWN, F_SETSIG, F_SETLEASE, F_NOTIFY...); getsockopt
+// and setsockopt only on SO_SNDBUF (the server sizes each connection's
+// send buffer, see server.WithSendBuffer).
 //
 // A syscall outside the list fails with EPERM, and the kernel logs it
 // (SECCOMP_FILTER_FLAG_LOG: an audit record "type=1326 ... syscall=N").
@@ -40,7 +45,7 @@ var (
 	// with tgkill; rt_sigreturn returns from every handler), GOMAXPROCS
 	// refresh (sched_getaffinity, about once a second).
 	runtimeSyscalls = []string{
-		"madvise", "futex", "gettid", "getpid", "tgkill",
+		"madvise", "futex", "gettid", "getpid",
 		"sched_yield", "sched_getaffinity", "rt_sigprocmask",
 		"rt_sigreturn", "sigaltstack", "nanosleep", "exit_group",
 		// Not provoked by the trace, fatal if refused:
@@ -63,7 +68,7 @@ var (
 	// read and write.
 	netSyscalls = []string{"epoll_ctl", "epoll_pwait", "accept4", "getsockname"}
 	// fd I/O shared by the transport and files.
-	ioSyscalls = []string{"read", "write", "pread64", "pwrite64", "lseek", "close", "fcntl"}
+	ioSyscalls = []string{"read", "write", "pread64", "pwrite64", "lseek", "close"}
 	// hostfs, every call relative to an fd opened before the sandbox: walk
 	// and open (openat2 with RESOLVE_BENEATH), reopen through
 	// /proc/self/fd, getattr, readdir, create, setattr, links (linkat with
@@ -79,10 +84,51 @@ var (
 	}
 )
 
+// fcntlCommands are the fcntl commands allowed: close-on-exec and status
+// flags (the runtime's os and net packages: F_GETFL when a file is wrapped,
+// F_SETFL for O_NONBLOCK, F_DUPFD_CLOEXEC), and the open file description
+// locks hostfs takes and tests (Tlock, Tgetlock).
+var fcntlCommands = []uint64{
+	unix.F_GETFD, unix.F_SETFD, unix.F_GETFL, unix.F_SETFL, unix.F_DUPFD_CLOEXEC,
+	unix.F_OFD_GETLK, unix.F_OFD_SETLK,
+}
+
+// conditional lists the calls allowed only with certain arguments (see
+// the comment above runtimeSyscalls). Several entries for one name are
+// alternatives; the conditions of one entry must all hold. pid is the
+// process id tgkill may signal (the runtime sends SIGURG to its own
+// threads for preemption: tgkill(getpid(), tid, SIGURG)).
+func conditional(pid int) []seccomp.NameWithConditions {
+	arg := func(n uint32, op seccomp.Operation, v uint64) seccomp.Condition {
+		return seccomp.Condition{Argument: n, Operation: op, Value: v}
+	}
+	out := []seccomp.NameWithConditions{
+		{Name: "clone", Conditions: seccomp.ArgumentConditions{arg(0, seccomp.BitsSet, unix.CLONE_THREAD)}},
+		{Name: "mmap", Conditions: seccomp.ArgumentConditions{arg(2, seccomp.BitsNotSet, unix.PROT_EXEC)}},
+		{Name: "tgkill", Conditions: seccomp.ArgumentConditions{arg(0, seccomp.Equal, uint64(pid))}},
+		{Name: "getsockopt", Conditions: seccomp.ArgumentConditions{
+			arg(1, seccomp.Equal, unix.SOL_SOCKET), arg(2, seccomp.Equal, unix.SO_SNDBUF)}},
+	}
+	for _, opt := range []uint64{unix.SO_SNDBUF, unix.SO_SNDBUFFORCE} {
+		out = append(out, seccomp.NameWithConditions{Name: "setsockopt", Conditions: seccomp.ArgumentConditions{
+			arg(1, seccomp.Equal, unix.SOL_SOCKET), arg(2, seccomp.Equal, opt)}})
+	}
+	for _, cmd := range fcntlCommands {
+		out = append(out, seccomp.NameWithConditions{Name: "fcntl", Conditions: seccomp.ArgumentConditions{arg(1, seccomp.Equal, cmd)}})
+	}
+	return out
+}
+
 // Filter is the seccomp policy Apply installs: allow exactly the syscalls
 // fsd needs, answer EPERM to any other, on every thread (TSYNC), logging
-// refusals. It is built fresh on each call.
+// refusals. It is built fresh on each call, for the calling process (its
+// pid is in the tgkill condition): build it in the process it confines.
 func Filter() seccomp.Filter {
+	return filterFor(os.Getpid())
+}
+
+// filterFor is Filter for the process pid.
+func filterFor(pid int) seccomp.Filter {
 	var allow []string
 	for _, g := range [][]string{runtimeSyscalls, netSyscalls, ioSyscalls, fileSyscalls, archSyscalls} {
 		allow = append(allow, g...)
@@ -93,19 +139,9 @@ func Filter() seccomp.Filter {
 		Policy: seccomp.Policy{
 			DefaultAction: seccomp.ActionErrno,
 			Syscalls: []seccomp.SyscallGroup{{
-				Action: seccomp.ActionAllow,
-				Names:  allow,
-				NamesWithCondtions: []seccomp.NameWithConditions{{
-					Name: "clone",
-					Conditions: seccomp.ArgumentConditions{
-						{Argument: 0, Operation: seccomp.BitsSet, Value: unix.CLONE_THREAD},
-					},
-				}, {
-					Name: "mmap",
-					Conditions: seccomp.ArgumentConditions{
-						{Argument: 2, Operation: seccomp.BitsNotSet, Value: unix.PROT_EXEC},
-					},
-				}},
+				Action:             seccomp.ActionAllow,
+				Names:              allow,
+				NamesWithCondtions: conditional(pid),
 			}},
 		},
 	}
