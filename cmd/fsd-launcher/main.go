@@ -128,12 +128,22 @@ func helpMain(args []string) int {
 }
 
 // newFlagSet returns a flag set whose --help shows synopsis, what the
-// subcommand does, its flags and the exit codes.
+// subcommand does, its flags and the exit codes (on stdout), and whose
+// usage errors show the synopsis only (on stderr).
 func newFlagSet(name, synopsis, description string) *flag.FlagSet {
 	fs := flag.NewFlagSet(prog+" "+name, flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
 	fs.Usage = func() {
 		w := fs.Output()
+		if w != os.Stdout {
+			// A usage error: the synopsis and where the rest is. The
+			// whole help on stderr would bury the error, and for serve
+			// it holds the readiness line's text, which a launcher
+			// following the daemon's stderr must not see from a
+			// daemon that refused its flags.
+			fmt.Fprintf(w, "Usage: %s %s %s\nRun '%s %s --help' for more.\n", prog, name, synopsis, prog, name)
+			return
+		}
 		fmt.Fprintf(w, "Usage: %s %s %s\n\n%s\n", prog, name, synopsis, strings.TrimSpace(description))
 		hasFlags := false
 		fs.VisitAll(func(*flag.Flag) { hasFlags = true })

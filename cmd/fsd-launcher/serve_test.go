@@ -18,6 +18,7 @@ import (
 	"github.com/hugelgupf/p9/p9"
 
 	"github.com/fsd-launcher/fsd-launcher/fsd"
+	"github.com/fsd-launcher/fsd-launcher/fsd/proto"
 )
 
 // daemonProc is a running `fsd-launcher serve`.
@@ -214,6 +215,75 @@ func TestServeSocketPath(t *testing.T) {
 	}
 }
 
+// TestServeNoSetuid: with --no-setuid no mode the guest sets keeps setuid
+// or setgid on a file, in the root export and in a mount; a directory keeps
+// setgid. The frames are written with fsd/proto: p9's client masks modes
+// to 0777 and could not ask for setuid. Without the flag hostfs keeps
+// modes exactly (hostfs's TestNoSetuid and the conformance suite's modes
+// cases).
+func TestServeNoSetuid(t *testing.T) {
+	root, data := markedDir(t, "root"), markedDir(t, "data")
+	sock := filepath.Join(shortTempDir(t), "fsd.sock")
+	d := startServe(t, binary, nil, nil, "--socket-path", sock, "--shared-dir", root,
+		"--mount", "tag=data,source="+data, "--sandbox", "none", "--no-setuid")
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	call := func(m proto.Message) {
+		t.Helper()
+		b, err := proto.Append(nil, 1, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		hdr := make([]byte, 4)
+		if _, err := io.ReadFull(conn, hdr); err != nil {
+			t.Fatal(err)
+		}
+		frame := make([]byte, uint32(hdr[0])|uint32(hdr[1])<<8|uint32(hdr[2])<<16|uint32(hdr[3])<<24)
+		copy(frame, hdr)
+		if _, err := io.ReadFull(conn, frame[4:]); err != nil {
+			t.Fatal(err)
+		}
+		_, r, err := proto.Decode(frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := r.(*proto.Rlerror); ok {
+			t.Fatalf("%T: errno %d", m, e.Ecode)
+		}
+	}
+	call(&proto.Tversion{Msize: 65536, Version: "9P2000.L"})
+	for i, export := range []struct{ aname, dir string }{{"", root}, {"data", data}} {
+		fid := proto.FID(10 * (i + 1))
+		call(&proto.Tattach{FID: fid, Afid: proto.NoFID, Aname: export.aname, NUname: 0})
+		call(&proto.Twalk{FID: fid, NewFID: fid + 1})
+		call(&proto.Tlcreate{FID: fid + 1, Name: "prog", Flags: p9.WriteOnly, Mode: 0o6755})
+		call(&proto.Tmkdir{DirFID: fid, Name: "dir", Mode: 0o6755})
+		call(&proto.Twalk{FID: fid, NewFID: fid + 2, Names: []string{"dir"}})
+		call(&proto.Tsetattr{FID: fid + 2, Valid: p9.SetAttrMask{Permissions: true}, Attr: p9.SetAttr{Permissions: 0o6777}})
+		for name, want := range map[string]os.FileMode{"prog": 0o755, "dir": os.ModeDir | os.ModeSetgid | 0o777} {
+			st, err := os.Lstat(filepath.Join(export.dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := st.Mode() & (os.ModeType | os.ModeSetuid | os.ModeSetgid | os.ModeSticky | os.ModePerm); got != want {
+				t.Errorf("export %q: %s has mode %v, want %v", export.aname, name, got, want)
+			}
+		}
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.wait(t); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0:\n%s", code, d.output())
+	}
+}
+
 // TestServeFD runs `serve --fd 3` on a listener pre-opened by the test, as
 // the launcher does; SIGINT stops it with exit 0 and the socket, which is
 // the launcher's, stays.
@@ -329,6 +399,10 @@ func TestServeUsage(t *testing.T) {
 			_, stderr, code := cli(t, append([]string{"serve"}, tc.args...)...)
 			if code != exitUsage || !strings.Contains(stderr, tc.want) {
 				t.Fatalf("exit %d, stderr:\n%s\nwant exit %d naming %q", code, stderr, exitUsage, tc.want)
+			}
+			// A launcher reads this stderr for the ready line.
+			if strings.Contains(stderr, fsd.ReadyLine) {
+				t.Fatalf("a usage error prints the readiness line's text:\n%s", stderr)
 			}
 			if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 				t.Fatalf("a socket was created on a usage error")
