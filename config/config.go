@@ -56,6 +56,11 @@ type Config struct {
 	// Sandbox selects the built-in daemon's confinement (key "sandbox":
 	// "namespace", "chroot", "none"; empty picks the strongest that works).
 	Sandbox string `toml:"sandbox"`
+	// NoSetuid makes the built-in daemon strip setuid and setgid from every
+	// mode the guest sets, in every export (key "no_setuid"; see
+	// hostfs.NoSetuid). Use it when host users who are not root can reach
+	// the shared directories.
+	NoSetuid bool `toml:"no_setuid"`
 
 	Daemon Daemon  `toml:"daemon"`
 	Log    Log     `toml:"log"`

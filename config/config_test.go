@@ -270,6 +270,9 @@ func TestParseBad(t *testing.T) {
 		{"unknown placeholder", minimal + "[daemon]\nargs = [\"--fd={fd}\", \"--tag={tag}\"]\n", "daemon.args[1]", 4, ErrUnknownPlaceholder},
 		// An unterminated placeholder.
 		{"unterminated placeholder", minimal + "[daemon]\nargs = [\"{fd\"]\n", "daemon.args[0]", 4, ErrUnknownPlaceholder},
+		// no_setuid is the built-in daemon's: an external one is told
+		// through its own arguments.
+		{"no_setuid, external daemon", minimal + "no_setuid = true\n[daemon]\npath = \"$EXE\"\nready_line = \"x\"\n", "no_setuid", 3, ErrBadValue},
 		// Negative limits.
 		{"negative limit", minimal + "[limits]\nmax_inflight = -1\n", "limits.max_inflight", 4, ErrBadValue},
 		// msize below 8192.

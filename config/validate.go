@@ -204,6 +204,9 @@ func (v *validator) limits() {
 
 func (v *validator) mounts() {
 	c := v.c
+	if c.NoSetuid && !c.IsBuiltinDaemon() {
+		v.bad("no_setuid", ErrBadValue, "applies to the built-in daemon only; pass an external daemon's own option in daemon.args")
+	}
 	if len(c.Mounts) > 0 && !c.IsBuiltinDaemon() {
 		v.bad("mount[0]", ErrBadValue, "mounts are served by the built-in daemon only; pass an external daemon's exports in daemon.args")
 	}

@@ -108,7 +108,7 @@ func (m *mountFlag) Set(v string) error {
 type serveFlags struct {
 	fd                           int
 	socketPath, sharedDir        string
-	readOnly                     bool
+	readOnly, noSetuid           bool
 	mounts                       mountFlag
 	logLevel, logFormat, sandbox string
 	maxConns, maxFids            int
@@ -125,6 +125,7 @@ func serveMain(args []string) int {
 	fs.StringVar(&f.socketPath, "socket-path", "", "create and serve a unix socket at `PATH` (mode 0600, removed on exit)")
 	fs.StringVar(&f.sharedDir, "shared-dir", "", "the root export `DIR`, aname \"\" and \"/\" (required)")
 	fs.BoolVar(&f.readOnly, "readonly", false, "make the root export read-only (mutations answer EROFS)")
+	fs.BoolVar(&f.noSetuid, "no-setuid", false, "strip setuid and setgid from every mode the guest sets, in every export (setgid stays on directories)")
 	fs.Var(&f.mounts, "mount", "another export, `tag=T,source=DIR[,ro][,share=G]`, reached by aname T (repeatable); mounts with the same share group G are served by one attach point")
 	fs.StringVar(&f.logLevel, "log-level", config.DefaultLogLevel, "log `LEVEL`: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", config.DefaultLogFormat, "log `FORMAT`: text or json")
@@ -189,7 +190,7 @@ func (f *serveFlags) check() string {
 		return fmt.Sprintf("--max-msize %d: want %d to %d", f.maxMsize, server.MinMsize, server.MaxMsize)
 	}
 	if f.set["bundle"] || f.set["io-fds"] {
-		for _, name := range []string{"fd", "socket-path", "shared-dir", "readonly", "mount", "max-connections"} {
+		for _, name := range []string{"fd", "socket-path", "shared-dir", "readonly", "no-setuid", "mount", "max-connections"} {
 			if f.set[name] {
 				return fmt.Sprintf("--%s cannot be used with --bundle/--io-fds (gofer mode)", name)
 			}
@@ -258,6 +259,7 @@ func (f *serveFlags) serve(ctx context.Context, log *logrus.Entry) int {
 		MaxInflight: f.maxInflight,
 		MaxMsize:    uint32(f.maxMsize),
 		Sandbox:     f.sandbox,
+		NoSetuid:    f.noSetuid,
 		Ready:       os.Stderr,
 	})
 	if err != nil {
