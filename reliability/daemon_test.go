@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -526,6 +527,12 @@ func TestItem10HostileFrames(t *testing.T) {
 			}
 			for i, f := range tc.frames {
 				if err := c.sendFrame(f); err != nil {
+					// A pipelining client may find the connection
+					// closed while it still writes: that is the
+					// outcome a closing row expects.
+					if tc.pipelined && tc.want.closed && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+						break
+					}
 					t.Fatal(err)
 				}
 				if !tc.pipelined && i < len(tc.frames)-1 {

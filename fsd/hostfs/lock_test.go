@@ -9,16 +9,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// openRW walks from root to name and opens the new File read-write.
+func openRW(t *testing.T, root *file, name string) *file {
+	t.Helper()
+	f := walkTo(t, root, name)
+	_, _, err := f.Open(p9.ReadWrite)
+	must(t, err)
+	return f
+}
+
 func TestLocks(t *testing.T) {
 	tr := newTree(t)
 	_, root := attach(t, tr.root)
-	open := func() *file {
-		f := walkTo(t, root, "file.txt")
-		_, _, err := f.Open(p9.ReadWrite)
-		must(t, err)
-		return f
-	}
-	a, b := open(), open()
+	a, b := openRW(t, root, "file.txt"), openRW(t, root, "file.txt")
 	lock := func(f *file, typ p9.LockType, flags p9.LockFlags, start, length uint64) p9.LockStatus {
 		t.Helper()
 		st, err := f.Lock(1, typ, flags, start, length, "c")
@@ -102,13 +105,7 @@ func TestLocks(t *testing.T) {
 func TestGetLockHidesHolderPID(t *testing.T) {
 	tr := newTree(t)
 	_, root := attach(t, tr.root)
-	open := func() *file {
-		f := walkTo(t, root, "file.txt")
-		_, _, err := f.Open(p9.ReadWrite)
-		must(t, err)
-		return f
-	}
-	guest, asker := open(), open()
+	guest, asker := openRW(t, root, "file.txt"), openRW(t, root, "file.txt")
 	for _, row := range []struct {
 		name string
 		// hold takes the conflicting lock on [10,30) and returns its
