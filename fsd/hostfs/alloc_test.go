@@ -26,6 +26,7 @@ func TestAllocations(t *testing.T) {
 	group := p9.GID(unix.Getegid())
 	const count = 256 << 10 // every entry of "big" in one call
 	var entries int
+	wire := make([]byte, 0, count)
 	for _, row := range []struct {
 		name string
 		op   func() error
@@ -106,6 +107,13 @@ func TestAllocations(t *testing.T) {
 			entries = len(ents)
 			return err
 		}, want: 2, pooled: true, max: 64},
+		// The same entries encoded into a reply buffer, as the server's
+		// Treaddir asks: nothing at all.
+		{name: "appendreaddir", op: func() error {
+			var err error
+			wire, err = dir.AppendReaddir(wire[:0], 0, count)
+			return err
+		}, want: 0, pooled: true, max: 64},
 	} {
 		t.Run(row.name, func(t *testing.T) {
 			var opErr error

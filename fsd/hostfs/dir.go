@@ -8,6 +8,8 @@ import (
 	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
 	"golang.org/x/sys/unix"
+
+	"github.com/fsd-launcher/fsd-launcher/fsd/proto"
 )
 
 const (
@@ -65,6 +67,37 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 		return nil, err
 	}
 	defer f.exit()
+	s, err := f.gather(offset, count)
+	if err != nil {
+		return nil, err
+	}
+	defer s.put()
+	return s.dirents(), nil
+}
+
+// AppendReaddir is Readdir that appends the entries to b in their 9P2000.L
+// wire form (proto.AppendDirent's: qid[13] offset[8] type[1] name[s],
+// count bytes at most) instead of returning Dirents, and allocates
+// nothing: the server's Treaddir encodes through it
+// (server.DirentAppender). A 10,000-entry directory would otherwise cost
+// half a megabyte of Dirents per call, which the garbage collector then
+// clears.
+func (f *file) AppendReaddir(b []byte, offset uint64, count uint32) ([]byte, error) {
+	if err := f.enter(); err != nil {
+		return b, err
+	}
+	defer f.exit()
+	s, err := f.gather(offset, count)
+	if err != nil {
+		return b, err
+	}
+	defer s.put()
+	return s.appendWire(b)
+}
+
+// gather reads the entries of Readdir(offset, count) into a pooled
+// scratch, which the caller puts back.
+func (f *file) gather(offset uint64, count uint32) (*direntScratch, error) {
 	of, err := f.openFD()
 	if err != nil {
 		return nil, err
@@ -89,11 +122,11 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 		d.next = offset
 	}
 	s := direntScratches.Get().(*direntScratch)
-	defer s.put()
 	if err := f.readEntries(of.fd, d, count, s); err != nil {
+		s.put()
 		return nil, err
 	}
-	return s.dirents(), nil
+	return s, nil
 }
 
 // readEntries gathers into s the entries that fit in count bytes, from
@@ -247,6 +280,21 @@ func (s *direntScratch) dirents() p9.Dirents {
 		start = e.end
 	}
 	return out
+}
+
+// appendWire appends the gathered entries to b in the 9P2000.L wire form.
+func (s *direntScratch) appendWire(b []byte) ([]byte, error) {
+	start := uint32(0)
+	for i := range s.ents {
+		e := &s.ents[i]
+		var err error
+		b, err = proto.AppendDirentBytes(b, p9.QID{Type: direntQIDType(e.typ), Path: e.path}, e.off, p9.QIDType(e.typ), s.names[start:e.end])
+		if err != nil {
+			return b, linux.ENAMETOOLONG
+		}
+		start = e.end
+	}
+	return b, nil
 }
 
 // direntName returns the name in a linux_dirent64's name field, which

@@ -1,6 +1,7 @@
 package hostfs
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"runtime"
@@ -81,6 +82,70 @@ func openDirFile(t *testing.T, root p9.File, names ...string) *file {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestAppendReaddir: the wire form AppendReaddir appends decodes to exactly
+// the Dirents Readdir returns, for every budget from one entry to the whole
+// directory and from every offset a client resumes at; it appends after
+// what b holds and never past count bytes.
+func TestAppendReaddir(t *testing.T) {
+	tr := newTree(t)
+	bigDir(t, tr.path("big"), 300)
+	_, root := attach(t, tr.root)
+	a, b := openDirFile(t, root, "big"), openDirFile(t, root, "big")
+	for _, count := range []uint32{71, 100, 1000, 64 << 10} {
+		off := uint64(0)
+		for calls := 0; ; calls++ {
+			if calls > 400 {
+				t.Fatalf("count %d: no end after %d calls", count, calls)
+			}
+			want, err := a.Readdir(off, count)
+			must(t, err)
+			prefix := []byte("hdr")
+			wire, err := b.AppendReaddir(prefix, off, count)
+			must(t, err)
+			if string(wire[:3]) != "hdr" || len(wire)-3 > int(count) {
+				t.Fatalf("count %d offset %d: %d bytes appended after %q", count, off, len(wire)-3, wire[:3])
+			}
+			got := decodeDirents(t, wire[3:])
+			if len(got) != len(want) {
+				t.Fatalf("count %d offset %d: %d entries on the wire, Readdir %d", count, off, len(got), len(want))
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("count %d offset %d entry %d: wire %+v, Readdir %+v", count, off, i, got[i], want[i])
+				}
+			}
+			if len(want) == 0 {
+				break
+			}
+			off = want[len(want)-1].Offset
+		}
+	}
+}
+
+// decodeDirents parses 9P2000.L dirents (qid[13] offset[8] type[1]
+// name[s]).
+func decodeDirents(t *testing.T, b []byte) []p9.Dirent {
+	t.Helper()
+	var out []p9.Dirent
+	for len(b) > 0 {
+		if len(b) < direntHeader {
+			t.Fatalf("%d bytes left, a dirent needs %d", len(b), direntHeader)
+		}
+		n := int(binary.LittleEndian.Uint16(b[22:24]))
+		if len(b) < direntHeader+n {
+			t.Fatalf("name of %d bytes, %d left", n, len(b)-direntHeader)
+		}
+		out = append(out, p9.Dirent{
+			QID:    p9.QID{Type: p9.QIDType(b[0]), Version: binary.LittleEndian.Uint32(b[1:5]), Path: binary.LittleEndian.Uint64(b[5:13])},
+			Offset: binary.LittleEndian.Uint64(b[13:21]),
+			Type:   p9.QIDType(b[21]),
+			Name:   string(b[24 : 24+n]),
+		})
+		b = b[direntHeader+n:]
+	}
+	return out
 }
 
 func TestReaddirOffsets(t *testing.T) {

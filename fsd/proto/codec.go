@@ -268,6 +268,20 @@ func AppendDirent(b []byte, d *p9.Dirent) ([]byte, error) {
 	return appendStr(b, d.Name), nil
 }
 
+// AppendDirentBytes is AppendDirent for an entry whose name is held as
+// bytes: an attach point can encode straight from its host's records,
+// with no Dirent and no string per entry.
+func AppendDirentBytes(b []byte, qid p9.QID, offset uint64, typ p9.QIDType, name []byte) ([]byte, error) {
+	if len(name) > MaxStringLen {
+		return b, errors.WithMessagef(ErrStringTooLong, "dirent name of %d bytes", len(name))
+	}
+	b = appendQID(b, qid)
+	b = appendU64(b, offset)
+	b = appendU8(b, uint8(typ))
+	b = appendU16(b, uint16(len(name)))
+	return append(b, name...), nil
+}
+
 func (d *decoder) dirent() p9.Dirent {
 	return p9.Dirent{QID: d.qid(), Offset: d.u64(), Type: p9.QIDType(d.u8()), Name: d.str()}
 }

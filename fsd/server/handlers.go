@@ -617,8 +617,18 @@ func (c *conn) tsetattr(r *request) ([]byte, error) {
 	return r.emptyReply(proto.TypeRsetattr), nil
 }
 
+// DirentAppender is implemented by a File that encodes its directory
+// entries straight into the reply (fsd/hostfs does): AppendReaddir appends
+// the wire form of the entries Readdir(offset, count) would return, at most
+// count bytes, to b. Treaddir then allocates nothing, where Readdir's
+// Dirents cost a slice and a string per call, large for a large directory.
+type DirentAppender interface {
+	AppendReaddir(b []byte, offset uint64, count uint32) ([]byte, error)
+}
+
 // Treaddir: the count is clamped to msize-11 and entries are encoded, each
-// 24+len(name) bytes, until the next would not fit.
+// 24+len(name) bytes, until the next would not fit (by the File itself
+// when it is a DirentAppender).
 func (c *conn) treaddir(r *request) ([]byte, error) {
 	t := &r.t.readdir
 	ref, err := c.acquireFile(t.FID)
@@ -636,12 +646,24 @@ func (c *conn) treaddir(r *request) ([]byte, error) {
 	if limit := c.msize - proto.IOHeaderSize; count > limit {
 		count = limit
 	}
+	out := r.outBuf(proto.IOHeaderSize + int(count))
+	b := out[:proto.IOHeaderSize]
+	if da, ok := ref.file().(DirentAppender); ok {
+		if b, err = da.AppendReaddir(b, t.Offset, count); err != nil {
+			return nil, err
+		}
+		if len(b) > proto.IOHeaderSize+int(count) {
+			c.log.Errorf("AppendReaddir appended %d bytes, count %d", len(b)-proto.IOHeaderSize, count)
+			return nil, linux.EIO
+		}
+		proto.PutHeader(b, uint32(len(b)), proto.TypeRreaddir, r.tag)
+		le32(b[proto.HeaderSize:], uint32(len(b)-proto.IOHeaderSize))
+		return b, nil
+	}
 	ents, err := ref.file().Readdir(t.Offset, count)
 	if err != nil && !errors.Is(err, io.EOF) && len(ents) == 0 {
 		return nil, err
 	}
-	out := r.outBuf(proto.IOHeaderSize + int(count))
-	b := out[:proto.IOHeaderSize]
 	for i := range ents {
 		if len(b)-proto.IOHeaderSize+proto.DirentSize(ents[i].Name) > int(count) {
 			break
