@@ -26,6 +26,10 @@ import (
 	"github.com/fsd-launcher/fsd-launcher/fsd/server"
 )
 
+// SplicePipes is how many Treads, across connections, splice at once (see
+// server.PipePool); more are copied through buffers.
+const SplicePipes = 8
+
 // ReadyLine starts the line the daemon prints on stderr once it accepts
 // connections; the launcher waits for it.
 const ReadyLine = "fsd: ready"
@@ -280,6 +284,18 @@ func Serve(ctx context.Context, opts Options) (err error) {
 			}
 		}
 	}
+	// The pipes Treads splice through are made before the sandbox: no
+	// pipe2 under the filter, and room for a whole msize read while
+	// CAP_SYS_RESOURCE lets a pipe outgrow fs.pipe-max-size.
+	msize := opts.MaxMsize
+	if msize == 0 {
+		msize = server.DefaultMaxMsize
+	}
+	pipes, err := server.NewPipePool(SplicePipes, msize)
+	if err != nil {
+		log.WithError(err).Warn("no pipes for spliced reads: reads are copied")
+	}
+	defer pipes.Close()
 	if err := sb.Apply(); err != nil {
 		return errors.WithMessage(err, "fsd: sandbox")
 	}
@@ -288,6 +304,9 @@ func Serve(ctx context.Context, opts Options) (err error) {
 	// A large Rread or Rreaddir leaves in one write: the filter allows
 	// SO_SNDBUF (see sandbox.Filter).
 	sopts = append(sopts, server.WithLogger(log), server.WithSendBuffer(true))
+	if pipes != nil {
+		sopts = append(sopts, server.WithPipePool(pipes))
+	}
 	if opts.MaxConns > 0 {
 		sopts = append(sopts, server.WithMaxConns(opts.MaxConns))
 	}

@@ -131,8 +131,18 @@ func serveBundle(ctx context.Context, a bundleServe) int {
 	if a.MaxInflight > 0 {
 		sopts = append(sopts, server.WithMaxInflight(a.MaxInflight))
 	}
+	msize := uint32(server.DefaultMaxMsize)
 	if a.MaxMsize > 0 {
 		sopts = append(sopts, server.WithMaxMsize(a.MaxMsize))
+		msize = a.MaxMsize
+	}
+	// Spliced reads, through pipes made before the sandbox (no pipe2
+	// under the seccomp filter).
+	if pipes, err := server.NewPipePool(fsd.SplicePipes, msize); err != nil {
+		log.WithError(err).Warn("no pipes for spliced reads: reads are copied")
+	} else {
+		defer pipes.Close()
+		sopts = append(sopts, server.WithPipePool(pipes))
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)

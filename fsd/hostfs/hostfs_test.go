@@ -1,6 +1,7 @@
 package hostfs
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -625,5 +626,58 @@ func TestWithLogger(t *testing.T) {
 	defer quiet.Close()
 	if quiet.log.Logger.Out != io.Discard || quiet.log.Data["subsystem"] != "hostfs" {
 		t.Errorf("default logger is not quiet")
+	}
+}
+
+// TestSpliceRead: SpliceRead moves exactly the file's bytes at the offset
+// into the pipe, fewer at the end of the file and none past it, and
+// refuses a File not open for reading without moving anything.
+func TestSpliceRead(t *testing.T) {
+	tr := newTree(t)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 20000) // 320,000 bytes
+	must(t, os.WriteFile(tr.path("big"), data, 0o644))
+	_, root := attach(t, tr.root)
+	f := openRW(t, root, "big")
+	var fds [2]int
+	must(t, unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK))
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	_, err := unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, 1<<20)
+	must(t, err)
+	drain := func(n int) []byte {
+		buf := make([]byte, n)
+		got := 0
+		for got < n {
+			m, err := unix.Read(fds[0], buf[got:])
+			must(t, err)
+			got += m
+		}
+		return buf
+	}
+	for _, tc := range []struct {
+		off   int64
+		count int
+		want  int
+	}{
+		{0, 65536, 65536},                 // from the start
+		{4095, 100000, 100000},            // inside a page
+		{int64(len(data)) - 10, 4096, 10}, // short at the end
+		{int64(len(data)), 4096, 0},       // at the end
+		{int64(len(data)) + 1, 4096, 0},   // past it
+	} {
+		n, err := f.SpliceRead(fds[1], tc.off, tc.count)
+		must(t, err)
+		if n != tc.want {
+			t.Fatalf("SpliceRead(%d, %d) = %d, want %d", tc.off, tc.count, n, tc.want)
+		}
+		if got := drain(n); n > 0 && !bytes.Equal(got, data[tc.off:tc.off+int64(n)]) {
+			t.Fatalf("SpliceRead(%d, %d): the pipe holds other bytes than the file's", tc.off, tc.count)
+		}
+	}
+	w := walkTo(t, root, "big")
+	_, _, err = w.Open(p9.WriteOnly)
+	must(t, err)
+	if n, err := w.SpliceRead(fds[1], 0, 4096); err == nil || n != 0 {
+		t.Fatalf("SpliceRead of a write-only File = %d, %v; want 0 and an error", n, err)
 	}
 }

@@ -139,6 +139,43 @@ func (f *file) ReadAt(p []byte, offset int64) (int, error) {
 	}
 }
 
+// SpliceRead moves up to count bytes at offset from the open file into the
+// pipe whose write end is pipeFD, with splice(2): the page cache's pages
+// are not copied (server.FileSplicer; the server then splices them into
+// the connection). It returns the bytes moved, 0 at the end of the file.
+// With nothing moved it returns the host's error (EINVAL where the file
+// system has no splice support; the server then reads with ReadAt); a full
+// pipe or an error after some bytes ends the call with those.
+func (f *file) SpliceRead(pipeFD int, offset int64, count int) (int, error) {
+	if err := f.enter(); err != nil {
+		return 0, err
+	}
+	defer f.exit()
+	of, err := f.openFD()
+	if err != nil {
+		return 0, err
+	}
+	if offset < 0 {
+		return 0, linux.EINVAL
+	}
+	n := 0
+	for n < count {
+		m, err := unix.Splice(of.fd, &offset, pipeFD, nil, count-n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil && n > 0:
+			return n, nil
+		case err != nil:
+			return 0, hostErrno(err)
+		case m == 0:
+			return n, nil
+		}
+		n += int(m)
+	}
+	return n, nil
+}
+
 // WriteAt implements p9.File.WriteAt: pwrite on the open fd until all of
 // p is written or the host refuses more.
 func (f *file) WriteAt(p []byte, offset int64) (int, error) {

@@ -86,7 +86,7 @@ func TestFilterPolicy(t *testing.T) {
 		{"open", false}, {"stat", false}, {"lstat", false},
 		// What fsd does need: the transport, fd-relative file ops, the
 		// runtime's threads and signals.
-		{"accept4", true}, {"openat", true}, {"openat2", true},
+		{"accept4", true}, {"openat", true}, {"openat2", true}, {"splice", true},
 		{"getdents64", true}, {"renameat", true}, {"linkat", true},
 		{"fgetxattr", true}, {"clone", true}, {"futex", true},
 		{"tgkill", true}, {"rt_sigreturn", true}, {"exit_group", true},

@@ -68,7 +68,9 @@ var (
 	// read and write.
 	netSyscalls = []string{"epoll_ctl", "epoll_pwait", "accept4", "getsockname"}
 	// fd I/O shared by the transport and files.
-	ioSyscalls = []string{"read", "write", "pread64", "pwrite64", "lseek", "close"}
+	// splice: Tread moves file data through a pipe made before the
+	// sandbox into the connection (server.PipePool); no pipe2.
+	ioSyscalls = []string{"read", "write", "pread64", "pwrite64", "lseek", "close", "splice"}
 	// hostfs, every call relative to an fd opened before the sandbox: walk
 	// and open (openat2 with RESOLVE_BENEATH), reopen through
 	// /proc/self/fd, getattr, readdir, create, setattr, links (linkat with

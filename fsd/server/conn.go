@@ -62,6 +62,9 @@ type conn struct {
 	// that finds maxIdleWorkers others idle exits, so a burst does not
 	// leave its goroutines behind. The number of workers is bounded by the
 	// requests in flight (slots).
+	// sp serves spliced reads (see FileSplicer).
+	sp spliceConn
+
 	work    chan *request
 	idle    atomic.Int32  // workers idle or about to be: only bounds how many stay
 	quit    chan struct{} // closed when the connection is done: idle workers exit
@@ -73,7 +76,7 @@ const maxIdleWorkers = 4
 
 func newConn(s *Server, nc net.Conn) *conn {
 	id := s.nextConn.Add(1)
-	return &conn{
+	c := &conn{
 		srv:   s,
 		nc:    nc,
 		log:   s.log.WithField("conn", id),
@@ -84,6 +87,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 		work:  make(chan *request),
 		quit:  make(chan struct{}),
 	}
+	c.initSplice()
+	return c
 }
 
 // shutdown closes the connection once; it unblocks the reader and makes
@@ -289,6 +294,11 @@ func (c *conn) finish(r *request, reply []byte) {
 	waiters := r.waiters
 	c.tmu.Unlock()
 	c.write(reply)
+	if r.pipe != nil {
+		// A spliced Rread: the header above, the data from the pipe.
+		c.spliceOut(r.pipe, r.pipeN)
+		r.pipe = nil
+	}
 	var done []*request
 	for i := 0; i < len(waiters); i++ {
 		w := waiters[i]

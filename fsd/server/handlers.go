@@ -451,6 +451,11 @@ func (c *conn) tread(r *request) ([]byte, error) {
 	case ref.kind != fidFile || !ref.opened || ref.mode == p9.WriteOnly:
 		return nil, linux.EBADF
 	case count > 0:
+		if fs, ok := ref.file().(FileSplicer); ok && c.sp.rc != nil {
+			if frame, ok := c.spliceRead(r, ref.file(), fs, off, int(count)); ok {
+				return frame, nil
+			}
+		}
 		n, err = ref.file().ReadAt(data, off)
 		if n < 0 || n > len(data) {
 			c.log.Errorf("File.ReadAt returned %d for a %d-byte buffer", n, len(data))
@@ -615,6 +620,54 @@ func (c *conn) tsetattr(r *request) ([]byte, error) {
 		return nil, err
 	}
 	return r.emptyReply(proto.TypeRsetattr), nil
+}
+
+// spliceRead reads count bytes at off for r through a pooled pipe (see
+// FileSplicer): the bytes up to the first page boundary are copied with
+// ReadAt into the reply after its header (a pipe holds whole pages, and a
+// read starting inside one would need a page more), the rest is spliced
+// into the pipe, and finish sends it after the header. It returns the
+// header and the copied bytes; ok is false when the read must be done
+// through a buffer instead (no pipe free, nothing to splice, a short
+// copy, or the file system cannot splice).
+func (c *conn) spliceRead(r *request, f p9.File, fs FileSplicer, off int64, count int) (frame []byte, ok bool) {
+	head := 0
+	if mis := int(off % pipePage); mis != 0 {
+		head = min(count, pipePage-mis)
+	}
+	rest := count - head
+	if rest == 0 {
+		return nil, false
+	}
+	p := c.getPipe(rest)
+	if p == nil {
+		return nil, false
+	}
+	frame = r.outBuf(proto.IOHeaderSize + head)
+	if head > 0 {
+		if n, _ := f.ReadAt(frame[proto.IOHeaderSize:], off); n != head {
+			c.putPipe(p) // the end of the file, or an error: ReadAt says which
+			return nil, false
+		}
+	}
+	m, err := fs.SpliceRead(p.w, off+int64(head), rest)
+	switch {
+	case m < 0 || m > rest:
+		c.log.Errorf("File.SpliceRead returned %d for %d bytes", m, rest)
+		c.dropPipe(p)
+		return nil, false
+	case m == 0 && err != nil:
+		c.putPipe(p) // no splice here: read through a buffer
+		return nil, false
+	case m == 0:
+		c.putPipe(p) // the end of the file after the copied bytes
+	default:
+		r.pipe, r.pipeN = p, m
+	}
+	n := head + m
+	proto.PutHeader(frame, uint32(proto.IOHeaderSize+n), proto.TypeRread, r.tag)
+	le32(frame[proto.HeaderSize:], uint32(n))
+	return frame, true
 }
 
 // DirentAppender is implemented by a File that encodes its directory

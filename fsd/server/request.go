@@ -20,6 +20,10 @@ type request struct {
 	frame *[]byte
 	// out holds the reply frame.
 	out *[]byte
+	// pipe, when set, holds pipeN bytes of a spliced Rread's data, which
+	// finish sends after the header in out.
+	pipe  *pipe
+	pipeN int
 	// waiters are the Tflush requests to answer after this one's reply.
 	waiters []*request
 	t       tmsgs

@@ -84,6 +84,7 @@ type Server struct {
 	maxConns    int
 	maxInflight int
 	sendBuffer  bool
+	pipes       *PipePool
 
 	nextConn atomic.Uint64
 	conns    atomic.Int64
@@ -168,6 +169,14 @@ func WithMaxInflight(n int) Option {
 // policy violation; a failure is otherwise harmless (logged at debug level).
 func WithSendBuffer(on bool) Option {
 	return func(s *Server) { s.sendBuffer = on }
+}
+
+// WithPipePool makes Treads on Files that are FileSplicers splice their
+// data through pp's pipes (see FileSplicer and PipePool): no copy of the
+// data in the daemon. The caller closes pp after Serve returns. Under a
+// seccomp filter it needs splice(2).
+func WithPipePool(pp *PipePool) Option {
+	return func(s *Server) { s.pipes = pp }
 }
 
 // quietLogger discards everything: libraries are quiet unless asked.

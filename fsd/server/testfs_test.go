@@ -301,6 +301,30 @@ func (f *testFile) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// SpliceRead implements FileSplicer, as hostfs does; a server uses it only
+// when it has a pipe pool.
+func (f *testFile) SpliceRead(pipeFD int, off int64, count int) (int, error) {
+	if err := f.fs.hook("SpliceRead", f); err != nil {
+		return 0, err
+	}
+	n := 0
+	for n < count {
+		m, err := unix.Splice(f.fd(), &off, pipeFD, nil, count-n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil && n > 0:
+			return n, nil
+		case err != nil:
+			return 0, err
+		case m == 0:
+			return n, nil
+		}
+		n += int(m)
+	}
+	return n, nil
+}
+
 // WriteAt implements p9.File.WriteAt.
 func (f *testFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.fs.hook("WriteAt", f); err != nil {

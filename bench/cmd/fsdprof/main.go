@@ -104,7 +104,13 @@ func run() error {
 		return err
 	}
 	defer fs.Close()
-	srv := server.New(router{fs}, server.WithMaxMsize(uint32(*maxMsize)), server.WithSendBuffer(true))
+	pipes, err := server.NewPipePool(8, uint32(*maxMsize))
+	if err != nil {
+		l.Close()
+		return err
+	}
+	defer pipes.Close()
+	srv := server.New(router{fs}, server.WithMaxMsize(uint32(*maxMsize)), server.WithSendBuffer(true), server.WithPipePool(pipes))
 	// FSDPROF_SNDBUF=N sets SO_SNDBUF(FORCE) on every accepted connection:
 	// an experiment for the Rread path (a reply larger than the socket's
 	// send buffer leaves in several writes, each a wake-up of the reader).
