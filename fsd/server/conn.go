@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/hugelgupf/p9/linux"
 	"github.com/pkg/errors"
@@ -55,6 +56,11 @@ type conn struct {
 	// reader goroutine (second Tversion) or after it returned.
 	inflight sync.WaitGroup
 
+	// rc is the socket's raw descriptor access for spliced reads (see
+	// FileSplicer); nil when the connection is no socket (net.Pipe in a
+	// test) or the server has no pipes.
+	rc syscall.RawConn
+
 	// Requests run on worker goroutines that outlive them: a goroutine per
 	// request would grow a fresh stack on every request (runtime.newstack
 	// was 6-14% of the server's CPU). The reader hands a request to an idle
@@ -62,9 +68,6 @@ type conn struct {
 	// that finds maxIdleWorkers others idle exits, so a burst does not
 	// leave its goroutines behind. The number of workers is bounded by the
 	// requests in flight (slots).
-	// sp serves spliced reads (see FileSplicer).
-	sp spliceConn
-
 	work    chan *request
 	idle    atomic.Int32  // workers idle or about to be: only bounds how many stay
 	quit    chan struct{} // closed when the connection is done: idle workers exit

@@ -451,7 +451,7 @@ func (c *conn) tread(r *request) ([]byte, error) {
 	case ref.kind != fidFile || !ref.opened || ref.mode == p9.WriteOnly:
 		return nil, linux.EBADF
 	case count > 0:
-		if fs, ok := ref.file().(FileSplicer); ok && c.sp.rc != nil {
+		if fs, ok := ref.file().(FileSplicer); ok && c.rc != nil {
 			if frame, ok := c.spliceRead(r, ref.file(), fs, off, int(count)); ok {
 				return frame, nil
 			}
@@ -670,6 +670,30 @@ func (c *conn) spliceRead(r *request, f p9.File, fs FileSplicer, off int64, coun
 	return frame, true
 }
 
+// appendDirents appends the entries f.Readdir returns that fit in count
+// bytes, for a File that is no DirentAppender.
+func appendDirents(b []byte, f p9.File, offset uint64, count uint32) ([]byte, error) {
+	ents, err := f.Readdir(offset, count)
+	if err != nil && !errors.Is(err, io.EOF) && len(ents) == 0 {
+		return nil, err
+	}
+	start := len(b)
+	for i := range ents {
+		if len(b)-start+proto.DirentSize(ents[i].Name) > int(count) {
+			break
+		}
+		if b, err = proto.AppendDirent(b, &ents[i]); err != nil {
+			return nil, linux.ENAMETOOLONG
+		}
+	}
+	if len(b) == start && len(ents) > 0 {
+		// Not even one entry fits: an empty reply would read as the end of
+		// the directory.
+		return nil, linux.EINVAL
+	}
+	return b, nil
+}
+
 // DirentAppender is implemented by a File that encodes its directory
 // entries straight into the reply (fsd/hostfs does): AppendReaddir appends
 // the wire form of the entries Readdir(offset, count) would return, at most
@@ -705,31 +729,13 @@ func (c *conn) treaddir(r *request) ([]byte, error) {
 		if b, err = da.AppendReaddir(b, t.Offset, count); err != nil {
 			return nil, err
 		}
-		if len(b) > proto.IOHeaderSize+int(count) {
-			c.log.Errorf("AppendReaddir appended %d bytes, count %d", len(b)-proto.IOHeaderSize, count)
-			return nil, linux.EIO
-		}
-		proto.PutHeader(b, uint32(len(b)), proto.TypeRreaddir, r.tag)
-		le32(b[proto.HeaderSize:], uint32(len(b)-proto.IOHeaderSize))
-		return b, nil
-	}
-	ents, err := ref.file().Readdir(t.Offset, count)
-	if err != nil && !errors.Is(err, io.EOF) && len(ents) == 0 {
+	} else if b, err = appendDirents(b, ref.file(), t.Offset, count); err != nil {
 		return nil, err
 	}
-	for i := range ents {
-		if len(b)-proto.IOHeaderSize+proto.DirentSize(ents[i].Name) > int(count) {
-			break
-		}
-		if b, err = proto.AppendDirent(b, &ents[i]); err != nil {
-			return nil, linux.ENAMETOOLONG
-		}
-	}
 	n := len(b) - proto.IOHeaderSize
-	if n == 0 && len(ents) > 0 {
-		// Not even one entry fits: an empty reply would read as the end of
-		// the directory.
-		return nil, linux.EINVAL
+	if n > int(count) {
+		c.log.Errorf("Treaddir reply of %d bytes exceeds count %d", n, count)
+		return nil, linux.EIO
 	}
 	proto.PutHeader(b, uint32(len(b)), proto.TypeRreaddir, r.tag)
 	le32(b[proto.HeaderSize:], uint32(n))

@@ -100,13 +100,6 @@ func newPipe(size int) (*pipe, error) {
 // part before the first page boundary is copied (see spliceRead).
 const pipePage = 4096
 
-// spliceConn is the connection's side of spliced reads: its socket's raw
-// descriptor access, nil when the connection is no socket (net.Pipe in a
-// test) or the server has no pipes.
-type spliceConn struct {
-	rc syscall.RawConn
-}
-
 // initSplice prepares spliced reads when the server has pipes and the
 // connection is a socket.
 func (c *conn) initSplice() {
@@ -121,7 +114,7 @@ func (c *conn) initSplice() {
 	if err != nil {
 		return
 	}
-	c.sp.rc = rc
+	c.rc = rc
 }
 
 // getPipe returns an idle pipe that holds count bytes read from a page
@@ -177,7 +170,7 @@ func (c *conn) spliceOut(p *pipe, n int) {
 	}
 	left := n
 	var serr error
-	werr := c.sp.rc.Write(func(fd uintptr) bool {
+	werr := c.rc.Write(func(fd uintptr) bool {
 		for left > 0 {
 			m, err := unix.Splice(p.r, nil, int(fd), nil, left, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 			switch {
