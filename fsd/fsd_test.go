@@ -284,10 +284,18 @@ func TestServeRefuses(t *testing.T) {
 		{"msize too large", Options{Exports: []Export{{Source: dir}}, MaxMsize: 1 << 30}, true},
 		// Negative limits.
 		{"negative fids", Options{Exports: []Export{{Source: dir}}, MaxFids: -1}, true},
+		// Busy polling: 0 (off) to server.MaxBusyPoll.
+		{"negative busy poll", Options{Exports: []Export{{Source: dir}}, BusyPoll: -1}, true},
+		{"busy poll too long", Options{Exports: []Export{{Source: dir}}, BusyPoll: 2 * time.Millisecond}, true},
 		// A source that does not exist fails when it is opened, after the
 		// root export was opened: that one is closed again.
 		{"missing mount source", Options{Exports: []Export{{Source: dir}, {Tag: "m", Source: filepath.Join(dir, "missing")}}}, false},
 	}
+	// hostfs opens /proc/self/fd once per process, with the first export
+	// (see hostfs.openProcSelfFD): open it before counting, so that the
+	// test passes alone too.
+	_ = Serve(context.Background(), Options{Listener: listenUnix(t), Sandbox: "none",
+		Exports: []Export{{Source: dir}, {Tag: "m", Source: filepath.Join(dir, "missing")}}})
 	fdsBefore := countFDs(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
