@@ -61,6 +61,13 @@ type Config struct {
 	// hostfs.NoSetuid). Use it when host users who are not root can reach
 	// the shared directories.
 	NoSetuid bool `toml:"no_setuid"`
+	// BusyPoll is how long the built-in daemon polls a busy connection's
+	// socket before it waits for the next request (key "busy_poll", a
+	// duration string up to MaxBusyPoll; "0s" turns polling off; absent:
+	// the daemon's default, 50µs). Polling spends CPU time of busy
+	// connections to cut the latency of each request; the window adapts,
+	// so an idle connection does not poll.
+	BusyPoll *Duration `toml:"busy_poll"`
 
 	Daemon Daemon  `toml:"daemon"`
 	Log    Log     `toml:"log"`

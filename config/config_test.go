@@ -116,6 +116,18 @@ max_msize = 1048576
 				t.Errorf("mode %v msize %d", c.SocketMode, c.Limits.MaxMsize)
 			}
 		}},
+		// busy_poll: absent is nil (the daemon's default, see
+		// "minimal"); "0s" (off) and the largest are kept as given.
+		{"busy_poll off", minimal + "busy_poll = \"0s\"\n", func(t *testing.T, c *Config) {
+			if c.BusyPoll == nil || *c.BusyPoll != 0 {
+				t.Errorf("busy_poll %v, want 0s", c.BusyPoll)
+			}
+		}},
+		{"busy_poll max", minimal + "busy_poll = \"1ms\"\n", func(t *testing.T, c *Config) {
+			if c.BusyPoll == nil || c.BusyPoll.D() != MaxBusyPoll {
+				t.Errorf("busy_poll %v, want 1ms", c.BusyPoll)
+			}
+		}},
 		// Mode 0 is allowed (root only) and is not replaced by the
 		// default.
 		{"mode zero", minimal + "socket_mode = 0\n", func(t *testing.T, c *Config) {
@@ -273,6 +285,12 @@ func TestParseBad(t *testing.T) {
 		// no_setuid is the built-in daemon's: an external one is told
 		// through its own arguments.
 		{"no_setuid, external daemon", minimal + "no_setuid = true\n[daemon]\npath = \"$EXE\"\nready_line = \"x\"\n", "no_setuid", 3, ErrBadValue},
+		// busy_poll: a duration string from 0 to 1ms, the built-in
+		// daemon's only.
+		{"busy_poll too long", minimal + "busy_poll = \"2ms\"\n", "busy_poll", 3, ErrBadValue},
+		{"busy_poll negative", minimal + "busy_poll = \"-1us\"\n", "busy_poll", 3, ErrBadValue},
+		{"busy_poll a number", minimal + "busy_poll = 50\n", "busy_poll", 3, ErrWrongType},
+		{"busy_poll, external daemon", minimal + "busy_poll = \"10us\"\n[daemon]\npath = \"$EXE\"\nready_line = \"x\"\n", "busy_poll", 3, ErrBadValue},
 		// Negative limits.
 		{"negative limit", minimal + "[limits]\nmax_inflight = -1\n", "limits.max_inflight", 4, ErrBadValue},
 		// msize below 8192.

@@ -178,6 +178,10 @@ func (d *decoder) walkStruct(prefix string, m map[string]any, t reflect.Type) {
 
 func (d *decoder) walkValue(key string, v any, t reflect.Type) {
 	line := d.ix.line(key)
+	if t.Kind() == reflect.Pointer {
+		// An optional key (nil when absent) is checked as its value.
+		t = t.Elem()
+	}
 	if reflect.PointerTo(t).Implements(tomlUnmarshaler) {
 		if t == reflect.TypeOf(FileMode(0)) && !d.octal(key, v) {
 			return

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/pkg/errors"
@@ -19,6 +20,8 @@ const (
 	// MinMsize and MaxMsize bound limits.max_msize when it is set.
 	MinMsize = 8192
 	MaxMsize = 16 << 20
+	// MaxBusyPoll bounds busy_poll (as server.MaxBusyPoll does).
+	MaxBusyPoll = time.Millisecond
 	// MaxReadyLineLen bounds daemon.ready_line, well under the bytes the
 	// launcher keeps per line of the daemon's output.
 	MaxReadyLineLen = 1024
@@ -57,6 +60,14 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFile != "" {
 		v.absolute("log_file", c.LogFile)
+	}
+	if c.BusyPoll != nil {
+		switch d := c.BusyPoll.D(); {
+		case d < 0 || d > MaxBusyPoll:
+			v.bad("busy_poll", ErrBadValue, "want \"0s\" (off) to %q, got %q", MaxBusyPoll.String(), d.String())
+		case !c.IsBuiltinDaemon():
+			v.bad("busy_poll", ErrBadValue, "applies to the built-in daemon only; pass an external daemon's own option in daemon.args")
+		}
 	}
 	v.oneOf("sandbox", c.Sandbox, sandboxes)
 	v.oneOf("log.level", c.Log.Level, logLevels)

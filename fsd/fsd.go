@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
@@ -82,6 +83,10 @@ type Options struct {
 	// NoSetuid strips setuid and setgid from every mode the guest sets, in
 	// every export (hostfs.NoSetuid).
 	NoSetuid bool
+	// BusyPoll is how long a connection's reader may poll its socket
+	// before it waits for the next request (server.WithBusyPoll); 0 turns
+	// polling off. The daemon serves with server.DefaultBusyPoll.
+	BusyPoll time.Duration
 	// Ready receives the readiness line; nil means os.Stderr.
 	Ready io.Writer
 }
@@ -148,6 +153,9 @@ func (o *Options) validate() (Export, sandbox.Mode, error) {
 	}
 	if root == nil {
 		return Export{}, "", errors.Wrap(ErrInvalidOptions, "no root export (an Export with Tag \"\")")
+	}
+	if o.BusyPoll < 0 || o.BusyPoll > server.MaxBusyPoll {
+		return Export{}, "", errors.Wrapf(ErrInvalidOptions, "BusyPoll %v: want 0 (off) to %v", o.BusyPoll, server.MaxBusyPoll)
 	}
 	if o.MaxConns < 0 || o.MaxFids < 0 || o.MaxInflight < 0 {
 		return Export{}, "", errors.Wrapf(ErrInvalidOptions, "negative limit (MaxConns %d, MaxFids %d, MaxInflight %d)", o.MaxConns, o.MaxFids, o.MaxInflight)
@@ -303,7 +311,7 @@ func Serve(ctx context.Context, opts Options) (err error) {
 	var sopts []server.Option
 	// A large Rread or Rreaddir leaves in one write: the filter allows
 	// SO_SNDBUF (see sandbox.Filter).
-	sopts = append(sopts, server.WithLogger(log), server.WithSendBuffer(true))
+	sopts = append(sopts, server.WithLogger(log), server.WithSendBuffer(true), server.WithBusyPoll(opts.BusyPoll))
 	if pipes != nil {
 		sopts = append(sopts, server.WithPipePool(pipes))
 	}

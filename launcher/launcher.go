@@ -581,6 +581,9 @@ func ServeArgs(c *config.Config) ([]string, error) {
 	if c.Sandbox != "" {
 		args = append(args, "--sandbox", c.Sandbox)
 	}
+	if c.BusyPoll != nil {
+		args = append(args, "--busy-poll", c.BusyPoll.String())
+	}
 	for _, l := range []struct {
 		flag string
 		v    uint64

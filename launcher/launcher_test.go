@@ -827,11 +827,13 @@ func TestServeArgs(t *testing.T) {
 			c.Mounts = []config.Mount{{Tag: "a", Source: "/srv/a"}, {Tag: "b", Source: "/srv/b", ReadOnly: true, Share: "vol"}}
 			c.Log = config.Log{Level: "debug", Format: "json"}
 			c.Sandbox = config.SandboxChroot
+			poll := config.Duration(20 * time.Microsecond)
+			c.BusyPoll = &poll
 			c.Limits = config.Limits{MaxConnections: 4, MaxFids: 5, MaxInflight: 6, MaxMsize: 65536}
 			c.Daemon.Args = []string{"--extra"}
 		}, []string{"serve", "--fd", "3", "--shared-dir", "/srv/share", "--readonly", "--no-setuid",
 			"--mount", "tag=a,source=/srv/a", "--mount", "tag=b,source=/srv/b,ro,share=vol",
-			"--log-level", "debug", "--log-format", "json", "--sandbox", "chroot",
+			"--log-level", "debug", "--log-format", "json", "--sandbox", "chroot", "--busy-poll", "20µs",
 			"--max-connections", "4", "--max-fids", "5", "--max-inflight", "6", "--max-msize", "65536", "--extra"}},
 		// Empty log settings (a Config built by hand) fall back to the defaults.
 		{"empty log settings", func(c *config.Config) { c.Log = config.Log{} },

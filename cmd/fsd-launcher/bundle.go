@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/pkg/errors"
 	"github.com/sirupsen/logrus"
@@ -69,6 +70,8 @@ type bundleServe struct {
 	// --max-msize, per connection; 0 keeps the server's default.
 	MaxFids, MaxInflight int
 	MaxMsize             uint32
+	// BusyPoll is --busy-poll (server.WithBusyPoll).
+	BusyPoll time.Duration
 	// Log is the daemon's logger; nil discards.
 	Log *logrus.Entry
 	// Stderr receives the readiness line.
@@ -124,7 +127,7 @@ func serveBundle(ctx context.Context, a bundleServe) int {
 		log.WithFields(logrus.Fields{"destination": u.Destination, "type": u.Type}).Info("mount not served: " + u.Reason)
 	}
 
-	sopts := []server.Option{server.WithLogger(log), server.WithSendBuffer(true)}
+	sopts := []server.Option{server.WithLogger(log), server.WithSendBuffer(true), server.WithBusyPoll(a.BusyPoll)}
 	if a.MaxFids > 0 {
 		sopts = append(sopts, server.WithMaxFids(a.MaxFids))
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/pkg/errors"
 	"github.com/sirupsen/logrus"
@@ -40,7 +41,8 @@ connection and exits 0.
 
 Gofer mode serves an OCI bundle on already-connected sockets instead:
   serve --bundle DIR --io-fds FDS [--sandbox M] [--max-fids N]
-        [--max-inflight N] [--max-msize N] [--log-level L] [--log-format F]
+        [--max-inflight N] [--max-msize N] [--busy-poll D] [--log-level L]
+        [--log-format F]
 It exits 0 once every connection has closed.`
 
 // mountFlag collects repeated --mount tag=T,source=S[,ro][,share=G] values.
@@ -114,6 +116,7 @@ type serveFlags struct {
 	maxConns, maxFids            int
 	maxInflight                  int
 	maxMsize                     uint
+	busyPoll                     time.Duration
 	bundle, ioFDs                string
 	set                          map[string]bool // flags given on the command line
 }
@@ -134,6 +137,7 @@ func serveMain(args []string) int {
 	fs.IntVar(&f.maxFids, "max-fids", 0, fmt.Sprintf("allow at most `N` fids per connection (default %d)", server.DefaultMaxFids))
 	fs.IntVar(&f.maxInflight, "max-inflight", 0, fmt.Sprintf("stop reading a connection with `N` requests in flight (default %d)", server.DefaultMaxInflight))
 	fs.UintVar(&f.maxMsize, "max-msize", 0, fmt.Sprintf("largest 9P message size agreed to, `BYTES` in [%d, %d] (default %d)", server.MinMsize, server.MaxMsize, server.DefaultMaxMsize))
+	fs.DurationVar(&f.busyPoll, "busy-poll", server.DefaultBusyPoll, fmt.Sprintf("poll a connection's socket for up to `DURATION` before waiting for its next request (adaptive: an idle connection does not poll; 0 turns polling off; at most %v)", server.MaxBusyPoll))
 	fs.StringVar(&f.bundle, "bundle", "", bundleFlagUsage)
 	fs.StringVar(&f.ioFDs, "io-fds", "", ioFDsFlagUsage)
 	if code, ok := parseFlags(fs, args); !ok {
@@ -156,6 +160,7 @@ func serveMain(args []string) int {
 			MaxFids:     f.maxFids,
 			MaxInflight: f.maxInflight,
 			MaxMsize:    uint32(f.maxMsize),
+			BusyPoll:    f.busyPoll,
 			Log:         log,
 			Stderr:      os.Stderr,
 		})
@@ -188,6 +193,9 @@ func (f *serveFlags) check() string {
 	}
 	if f.set["max-msize"] && (f.maxMsize < server.MinMsize || f.maxMsize > server.MaxMsize) {
 		return fmt.Sprintf("--max-msize %d: want %d to %d", f.maxMsize, server.MinMsize, server.MaxMsize)
+	}
+	if f.busyPoll < 0 || f.busyPoll > server.MaxBusyPoll {
+		return fmt.Sprintf("--busy-poll %v: want 0 (off) to %v", f.busyPoll, server.MaxBusyPoll)
 	}
 	if f.set["bundle"] || f.set["io-fds"] {
 		for _, name := range []string{"fd", "socket-path", "shared-dir", "readonly", "no-setuid", "mount", "max-connections"} {
@@ -260,6 +268,7 @@ func (f *serveFlags) serve(ctx context.Context, log *logrus.Entry) int {
 		MaxMsize:    uint32(f.maxMsize),
 		Sandbox:     f.sandbox,
 		NoSetuid:    f.noSetuid,
+		BusyPoll:    f.busyPoll,
 		Ready:       os.Stderr,
 	})
 	if err != nil {

@@ -17,8 +17,10 @@ import (
 	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
 
+	"github.com/fsd-launcher/fsd-launcher/config"
 	"github.com/fsd-launcher/fsd-launcher/fsd"
 	"github.com/fsd-launcher/fsd-launcher/fsd/proto"
+	"github.com/fsd-launcher/fsd-launcher/fsd/server"
 )
 
 // daemonProc is a running `fsd-launcher serve`.
@@ -389,6 +391,10 @@ func TestServeUsage(t *testing.T) {
 		{"zero fids", append(base, "--max-fids", "0"), "--max-fids"},
 		{"negative connections", append(base, "--max-connections", "-1"), "--max-connections"},
 		{"inflight past tags", append(base, "--max-inflight", "70000"), "--max-inflight"},
+		// Busy polling: 0 (off) to 1ms.
+		{"busy poll too long", append(base, "--busy-poll", "5ms"), "--busy-poll 5ms"},
+		{"busy poll negative", append(base, "--busy-poll", "-1us"), "--busy-poll -1µs"},
+		{"busy poll not a duration", append(base, "--busy-poll", "50"), "-busy-poll"},
 		// Gofer mode does not mix with a listener.
 		{"bundle with fd", []string{"--bundle", dir, "--io-fds", "3", "--fd", "3"}, "--fd cannot be used with --bundle"},
 		// No positional arguments.
@@ -464,5 +470,13 @@ func TestServeFailures(t *testing.T) {
 		t.Fatalf("the busy socket was disturbed: %v", err)
 	} else {
 		c.Close()
+	}
+}
+
+// TestBusyPollBounds: the configuration accepts exactly what the daemon
+// does (config cannot import the server).
+func TestBusyPollBounds(t *testing.T) {
+	if config.MaxBusyPoll != server.MaxBusyPoll {
+		t.Errorf("config.MaxBusyPoll %v, server.MaxBusyPoll %v", config.MaxBusyPoll, server.MaxBusyPoll)
 	}
 }

@@ -20,9 +20,11 @@ import (
 // conn is the state of one connection.
 type conn struct {
 	srv *Server
+	id  uint64
 	nc  net.Conn
 	log *logrus.Entry
 	br  *bufio.Reader
+	pr  *pollReader // under br
 	hdr [proto.HeaderSize]byte
 	tv  proto.Tversion
 
@@ -81,9 +83,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 	id := s.nextConn.Add(1)
 	c := &conn{
 		srv:   s,
+		id:    id,
 		nc:    nc,
 		log:   s.log.WithField("conn", id),
-		br:    bufio.NewReaderSize(nc, readBufferSize),
 		tags:  make(map[proto.Tag]*request),
 		fids:  make(map[proto.FID]*fidEntry),
 		slots: make(chan struct{}, s.maxInflight),
@@ -91,6 +93,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 		quit:  make(chan struct{}),
 	}
 	c.initSplice()
+	c.pr = newPollReader(nc, s.busyPoll, &s.poll)
+	c.br = bufio.NewReaderSize(c.pr, readBufferSize)
 	return c
 }
 
@@ -127,6 +131,9 @@ func (c *conn) readLoop() (err error) {
 func (c *conn) readOne() error {
 	if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
 		return errors.Wrap(err, "read 9p header")
+	}
+	if c.pr.rc != nil {
+		c.srv.poll.frame(c.id)
 	}
 	h, err := proto.ParseHeader(c.hdr[:])
 	if err != nil {
@@ -314,6 +321,7 @@ func (c *conn) finish(r *request, reply []byte) {
 		done = append(done, w)
 	}
 	c.wmu.Unlock()
+	c.pr.noteReply()
 	c.release(r)
 	for _, w := range done {
 		c.release(w)

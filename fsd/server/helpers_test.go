@@ -70,7 +70,9 @@ func listen(t testing.TB) net.Listener {
 // then checks Serve returned nil.
 func serve(t testing.TB, r Router, opts ...Option) (*Server, string) {
 	t.Helper()
-	s := New(r, append([]Option{WithLogger(testLogger(t))}, opts...)...)
+	// Polling on, as fsd serves: every test over a socket goes through
+	// it (a test's own WithBusyPoll(0) turns it off).
+	s := New(r, append([]Option{WithLogger(testLogger(t)), WithBusyPoll(DefaultBusyPoll)}, opts...)...)
 	l := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -85,6 +85,8 @@ type Server struct {
 	maxInflight int
 	sendBuffer  bool
 	pipes       *PipePool
+	busyPoll    time.Duration
+	poll        pollState
 
 	nextConn atomic.Uint64
 	conns    atomic.Int64
