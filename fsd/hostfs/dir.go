@@ -19,9 +19,9 @@ const (
 	// direntHeader is the fixed part of a 9P dirent: qid[13] offset[8]
 	// type[1] name length[2]; the name follows.
 	direntHeader = 24
-	// maxReaddirCount bounds the byte budget of one Readdir whatever the
-	// caller asks (4 MiB, the largest message p9 accepts).
-	maxReaddirCount = 4 << 20
+	// ReaddirChunk bounds the byte budget of one Readdir whatever the
+	// caller asks (see dirReader): Linux asks for msize bytes.
+	ReaddirChunk = 64 << 10
 	// linux_dirent64: d_ino[8] d_off[8] d_reclen[2] d_type[1] d_name[].
 	hostDirentName = 19
 	// hostDirentSlack is how much longer a host record can be than the
@@ -33,17 +33,117 @@ const (
 )
 
 // dirReader is the readdir state of an open directory: where the host's
-// directory position stands, and nothing else. No entry is kept between
-// calls: a call that gets more entries from getdents64 than its budget
-// holds puts the host's position back at the first entry it did not
-// return (one lseek), so a guest holding many partly read directories
-// pins no buffer for any of them (review finding 2).
+// directory position stands, and the entries read ahead, if any. A call
+// that gets more entries from getdents64 than its budget holds puts the
+// host's position back at the first entry it did not return (one lseek).
+//
+// Read-ahead: a large directory is read in chunks of at most ReaddirChunk
+// bytes, and once a call has returned a full chunk the next one is read
+// in the background, while the guest takes in this one: the host's
+// getdents64 (most of a readdir's cost in the daemon) overlaps the guest's
+// work instead of adding to it, and the first entries reach the guest
+// after one chunk's work rather than the whole directory's. The chunk read
+// ahead is used by a call that continues where the last one ended with at
+// least the same budget, and dropped otherwise (the next call reads
+// afresh). At most maxReadAhead chunks are held across the process, so a
+// guest holding many partly read directories pins little memory (review
+// finding 2); a directory without a slot is simply not read ahead.
 type dirReader struct {
 	mu sync.Mutex
-	// next is the d_off of the last entry returned (0 before the
-	// first): the host position the directory fd stands at, or
-	// unknownPos when an lseek that should have put it there failed.
+	// next is the d_off of the last entry returned or read ahead (0
+	// before the first): the host position the directory fd stands at,
+	// or unknownPos when an lseek that should have put it there failed.
 	next uint64
+	// ahead holds the entries read ahead, from offset aheadAt with
+	// budget aheadCount; it holds a readAheadSlots token.
+	ahead      *direntScratch
+	aheadAt    uint64
+	aheadCount uint32
+	// gen counts the calls: a read-ahead started by one call is dropped
+	// when another call came first.
+	gen uint64
+}
+
+const (
+	// maxReadAhead bounds the chunks read ahead and held across the
+	// process.
+	maxReadAhead = 16
+	// readAheadMin is the smallest budget read ahead: a smaller one is
+	// a client reading a few entries at a time, for which a background
+	// goroutine per call would cost more than it saves.
+	readAheadMin = 8 << 10
+)
+
+// readAheadSlots holds a token per chunk being read ahead or held.
+var readAheadSlots = make(chan struct{}, maxReadAhead)
+
+// takeAhead returns the entries read ahead if they are what a call at
+// offset with budget count would read, or nil; either way none are held
+// afterwards. The caller holds d.mu.
+func (d *dirReader) takeAhead(offset uint64, count uint32) *direntScratch {
+	d.gen++
+	s := d.ahead
+	if s == nil {
+		return nil
+	}
+	d.ahead = nil
+	<-readAheadSlots
+	if offset == d.aheadAt && count >= d.aheadCount {
+		return s
+	}
+	// d.next is where the read-ahead ended: the caller seeks.
+	s.put()
+	return nil
+}
+
+// drop releases the entries read ahead (the directory is being closed).
+func (d *dirReader) drop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gen++
+	if d.ahead != nil {
+		d.ahead.put()
+		d.ahead = nil
+		<-readAheadSlots
+	}
+}
+
+// readAhead starts reading the chunk after s in the background when s was
+// a full chunk (more entries may follow) and a slot is free. The caller
+// holds d.mu and is inside a call on f (f.enter).
+func (f *file) readAhead(d *dirReader, fd int, count uint32, s *direntScratch) {
+	if count < readAheadMin || s.eof || len(s.ents) == 0 || d.next == unknownPos {
+		return
+	}
+	select {
+	case readAheadSlots <- struct{}{}:
+	default:
+		return
+	}
+	if f.enter() != nil {
+		<-readAheadSlots
+		return
+	}
+	gen := d.gen
+	go func() {
+		defer f.exit()
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.gen != gen || d.next == unknownPos {
+			// A call came first, or the position is lost.
+			<-readAheadSlots
+			return
+		}
+		at := d.next
+		ns := direntScratches.Get().(*direntScratch)
+		if err := f.readEntries(fd, d, count, ns); err != nil || len(ns.ents) == 0 {
+			// The call that wants them reads (and fails) again.
+			ns.put()
+			<-readAheadSlots
+			return
+		}
+		d.ahead, d.aheadAt, d.aheadCount = ns, at, count
+	}()
 }
 
 // unknownPos is a dirReader.next no offset from the guest can equal
@@ -106,11 +206,13 @@ func (f *file) gather(offset uint64, count uint32) (*direntScratch, error) {
 	if d == nil {
 		return nil, linux.ENOTDIR
 	}
-	if count > maxReaddirCount {
-		count = maxReaddirCount
-	}
+	count = min(count, ReaddirChunk)
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if s := d.takeAhead(offset, count); s != nil {
+		f.readAhead(d, of.fd, count, s)
+		return s, nil
+	}
 	if offset != d.next {
 		if offset > maxInt64 {
 			return nil, linux.EINVAL
@@ -126,6 +228,7 @@ func (f *file) gather(offset uint64, count uint32) (*direntScratch, error) {
 		s.put()
 		return nil, err
 	}
+	f.readAhead(d, of.fd, count, s)
 	return s, nil
 }
 
@@ -159,6 +262,7 @@ func (f *file) readEntries(fd int, d *dirReader, count uint32, s *direntScratch)
 			return hostErrno(err)
 		}
 		if n == 0 {
+			s.eof = true
 			return nil
 		}
 		for pos := 0; pos < n; {
@@ -229,6 +333,7 @@ type direntScratch struct {
 	buf   [direntBufSize]byte
 	ents  []scratchDirent
 	names []byte
+	eof   bool // getdents64 reached the end of the directory
 }
 
 // scratchDirent is one entry of a direntScratch; its name is
@@ -242,13 +347,12 @@ type scratchDirent struct {
 
 var direntScratches = sync.Pool{New: func() any { return new(direntScratch) }}
 
-// A pooled scratch is kept only up to what a 1 MiB budget can need, with
-// room for append's growth (at most 2 MiB of names and 2 MiB of entries);
-// a call with a larger budget (up to maxReaddirCount) still works, its
-// scratch is just not kept.
+// A pooled scratch is kept only up to what a ReaddirChunk budget can need,
+// with room for append's growth; a budget is never larger, so this only
+// guards the pool against a change of that bound.
 const (
-	maxScratchNames = 2 << 20
-	maxScratchEnts  = 2 * (1<<20/(direntHeader+1) + 1)
+	maxScratchNames = 2 * ReaddirChunk
+	maxScratchEnts  = 2 * (ReaddirChunk/(direntHeader+1) + 1)
 )
 
 // put empties s and returns it to the pool.
@@ -256,7 +360,7 @@ func (s *direntScratch) put() {
 	if cap(s.names) > maxScratchNames || cap(s.ents) > maxScratchEnts {
 		return
 	}
-	s.ents, s.names = s.ents[:0], s.names[:0]
+	s.ents, s.names, s.eof = s.ents[:0], s.names[:0], false
 	direntScratches.Put(s)
 }
 

@@ -128,6 +128,9 @@ func (f *file) Close() error {
 // release closes what the file owns, exactly once.
 func (f *file) release() {
 	if of := f.open.Load(); of != nil {
+		if of.dir != nil {
+			of.dir.drop()
+		}
 		if !of.shared(f.n) {
 			unix.Close(of.fd)
 		}
