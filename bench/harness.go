@@ -348,7 +348,9 @@ func (h *Harness) startServer(ctx context.Context, t string) (*endpoint, error) 
 	case TDiod:
 		ep, err = h.startDiod(ctx)
 	case TFsd:
-		ep, err = h.startFsd(ctx)
+		ep, err = h.startFsd(ctx, TFsd, "")
+	case TFsdNoPoll:
+		ep, err = h.startFsd(ctx, TFsdNoPoll, "busy_poll = \"0s\"\n")
 	case TFsdProf:
 		ep, err = h.startFsdProf()
 	default:
@@ -803,7 +805,7 @@ func fsName(t int64) string {
 // Params.LauncherStarts times.
 func (h *Harness) launcherTiming(ctx context.Context) *LauncherResult {
 	lr := &LauncherResult{}
-	cfg, err := h.fsdConfig("fsd-timing")
+	cfg, err := h.fsdConfig("fsd-timing", "")
 	if err != nil {
 		lr.Error = err.Error()
 		return lr

@@ -12,7 +12,11 @@ import (
 
 // Target names (results.json keys).
 const (
-	TFsd       = "fsd"
+	TFsd = "fsd"
+	// TFsdNoPoll is fsd with busy polling off (busy_poll = "0s"): what
+	// polling buys, and what fsd does where CPU time matters more than
+	// latency.
+	TFsdNoPoll = "fsd-nopoll"
 	TDiod      = "diod"
 	TP9Localfs = "p9-localfs"
 	THost      = "host"
@@ -24,12 +28,12 @@ const (
 )
 
 // AllTargets lists every target in report order.
-var AllTargets = []string{TFsd, TDiod, TP9Localfs, THost, TEcho}
+var AllTargets = []string{TFsd, TFsdNoPoll, TDiod, TP9Localfs, THost, TEcho}
 
 // subjects are the servers whose ratios the report judges: fsd, and p9's
 // own server over localfs as a reference (and fsd's stand-in until fsd
 // runs).
-var subjects = []string{TFsd, TP9Localfs}
+var subjects = []string{TFsd, TFsdNoPoll, TP9Localfs}
 
 // Params are the knobs of one run.
 type Params struct {

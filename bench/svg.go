@@ -21,9 +21,10 @@ const (
 )
 
 // Bar colours: a subject that meets its target, one that misses it; the
-// reference in lighter tints.
+// other fsd configuration and the reference in lighter tints.
 var barColors = map[string][2]string{
 	TFsd:       {"#2e7d32", "#c62828"},
+	TFsdNoPoll: {"#66bb6a", "#e57373"},
 	TP9Localfs: {"#a5d6a7", "#ef9a9a"},
 }
 
@@ -41,7 +42,7 @@ func SVG(r *Results) string {
 			ratio = append(ratio, g)
 		}
 	}
-	rowH := 2*barH + barGap + rowGap
+	rowH := len(subjects)*barH + (len(subjects)-1)*barGap + rowGap
 	height := headH + 2*sectionH + (len(ratio)+len(limit))*rowH + footH
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="13">`+"\n",
@@ -68,6 +69,9 @@ func SVG(r *Results) string {
 		}
 		text(&b, x+30, 69, label+": meets / misses", "")
 		x += 320
+		if len(subjects) > 2 {
+			x -= 320 - (chartW-16)/len(subjects)
+		}
 	}
 	lineX := labelW + barAreaW/2
 	y := headH
@@ -81,7 +85,7 @@ func SVG(r *Results) string {
 				by := y + i*(barH+barGap)
 				v, ok := g.Values[s]
 				if !ok {
-					if s == TFsd || (g.ID != GStart && g.ID != GStop) { // the reference has no launcher
+					if s == TFsd || (g.ID != GStart && g.ID != GStop) { // only fsd's launcher is timed
 						text(&b, labelW+4, by+barH-3, labels[s]+": "+r.missing(g, s), `fill="#999" font-size="11"`)
 					}
 					continue

@@ -40,6 +40,7 @@ type endpoint struct {
 // labels are the names the report shows.
 var labels = map[string]string{
 	TFsd:       "fsd",
+	TFsdNoPoll: "fsd, busy_poll off",
 	TDiod:      "diod",
 	TP9Localfs: "p9-localfs (reference)",
 	THost:      "host (ceiling)",
@@ -258,14 +259,16 @@ func (h *Harness) startDiod(ctx context.Context) (*endpoint, error) {
 }
 
 // fsdConfig writes the launcher configuration NAME.toml for a daemon on
-// NAME.sock, logging to NAME.log, all in the run directory.
-func (h *Harness) fsdConfig(name string) (string, error) {
+// NAME.sock, logging to NAME.log, all in the run directory; extra is more
+// top-level keys.
+func (h *Harness) fsdConfig(name, extra string) (string, error) {
 	path := filepath.Join(h.run, name+".toml")
 	cfg := fmt.Sprintf("socket_path = %q\nshared_dir = %q\nready_timeout = \"10s\"\nstop_timeout = \"5s\"\nlog_file = %q\n",
 		filepath.Join(h.run, name+".sock"), h.export, filepath.Join(h.run, name+".log"))
 	if h.fsdSandbox != "" {
 		cfg += fmt.Sprintf("sandbox = %q\n", h.fsdSandbox)
 	}
+	cfg += extra
 	cfg += "\n[log]\nlevel = \"error\"\n"
 	return path, errors.Wrapf(os.WriteFile(path, []byte(cfg), 0o600), "write %s", path)
 }
@@ -324,11 +327,11 @@ func (h *Harness) launcherStop(ctx context.Context, rep startReply) (time.Durati
 }
 
 // startFsd starts fsd through the launcher, as a runtime would.
-func (h *Harness) startFsd(ctx context.Context) (*endpoint, error) {
+func (h *Harness) startFsd(ctx context.Context, name, extra string) (*endpoint, error) {
 	if _, err := os.Stat(h.launcher); err != nil {
 		return nil, errors.Wrapf(err, "launcher %s (build it: make build)", h.launcher)
 	}
-	cfg, err := h.fsdConfig(TFsd)
+	cfg, err := h.fsdConfig(name, extra)
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +339,7 @@ func (h *Harness) startFsd(ctx context.Context) (*endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(h.run, "fsd.log")
+	logPath := filepath.Join(h.run, name+".log")
 	return &endpoint{socket: rep.Socket, msize: h.p.Msize, pid: rep.PID, stop: func() error {
 		_, err := h.launcherStop(context.Background(), rep)
 		return err
