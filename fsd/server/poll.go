@@ -16,8 +16,8 @@ import (
 // the new file. A reader that parks in the netpoller as soon as the socket is
 // empty lets the CPU go idle, and in a virtual machine an idle CPU halts:
 // waking it for the next request costs more than the request itself (on the
-// 2-vCPU machines of BENCHMARKS.md, a getattr round trip took 69 µs parked
-// and 43 µs polling). So before parking, the reader keeps trying the socket
+// 2-vCPU machines of BENCHMARKS.md, a getattr round trip took 71 µs parked
+// and 35 µs polling). So before parking, the reader keeps trying the socket
 // for a short window, yielding to the connection's workers between tries,
 // the way QEMU's iothreads poll (poll-max-ns) and Linux's busy_read does.
 //
