@@ -92,8 +92,11 @@ func newConn(s *Server, nc net.Conn) *conn {
 		work:  make(chan *request),
 		quit:  make(chan struct{}),
 	}
-	c.initSplice()
-	c.pr = newPollReader(nc, s.busyPoll, &s.poll)
+	rc := rawConn(nc)
+	if s.pipes != nil {
+		c.rc = rc // spliced reads
+	}
+	c.pr = newPollReader(nc, rc, s.busyPoll, &s.poll)
 	c.br = bufio.NewReaderSize(c.pr, readBufferSize)
 	return c
 }

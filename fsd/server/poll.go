@@ -140,16 +140,13 @@ func (p *pollReader) since(start int64) time.Duration {
 	return time.Duration(now - max(start, p.replied.Load()))
 }
 
-func newPollReader(nc net.Conn, limit time.Duration, shared *pollState) *pollReader {
+// newPollReader reads nc through rc (nc's raw access, nil when nc is no
+// socket), polling up to limit (0: never).
+func newPollReader(nc net.Conn, rc syscall.RawConn, limit time.Duration, shared *pollState) *pollReader {
 	p := &pollReader{nc: nc, window: limit, backoff: minSkip, shared: shared}
-	if limit <= 0 {
-		return p
-	}
-	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			p.rc = rc
-			p.tryFn = p.try
-		}
+	if limit > 0 && rc != nil {
+		p.rc = rc
+		p.tryFn = p.try
 	}
 	return p
 }

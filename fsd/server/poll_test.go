@@ -58,7 +58,7 @@ func readAfter(t *testing.T, p *pollReader, c net.Conn, d time.Duration, b strin
 func TestPollReader(t *testing.T) {
 	var shared pollState
 	srv, cli := sockPair(t)
-	p := newPollReader(srv, time.Second, &shared)
+	p := newPollReader(srv, rawConn(srv), time.Second, &shared)
 	if p.rc == nil {
 		t.Fatal("no raw access to a unix socket: polling is off")
 	}
@@ -128,7 +128,7 @@ func TestPollReader(t *testing.T) {
 func TestPollReaderClosed(t *testing.T) {
 	var shared pollState
 	srv, _ := sockPair(t)
-	p := newPollReader(srv, MaxBusyPoll, &shared)
+	p := newPollReader(srv, rawConn(srv), MaxBusyPoll, &shared)
 	done := make(chan error, 1)
 	go func() {
 		_, err := p.Read(make([]byte, 8))
@@ -186,13 +186,13 @@ func TestWithBusyPoll(t *testing.T) {
 		}
 	}
 	srv, _ := sockPair(t)
-	if p := newPollReader(srv, 0, new(pollState)); p.rc != nil {
+	if p := newPollReader(srv, rawConn(srv), 0, new(pollState)); p.rc != nil {
 		t.Error("polling with a zero window")
 	}
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if p := newPollReader(a, DefaultBusyPoll, new(pollState)); p.rc != nil {
+	if p := newPollReader(a, rawConn(a), DefaultBusyPoll, new(pollState)); p.rc != nil {
 		t.Error("polling a net.Pipe")
 	}
 }

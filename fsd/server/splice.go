@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net"
 	"syscall"
 
 	"github.com/pkg/errors"
@@ -100,21 +101,18 @@ func newPipe(size int) (*pipe, error) {
 // part before the first page boundary is copied (see spliceRead).
 const pipePage = 4096
 
-// initSplice prepares spliced reads when the server has pipes and the
-// connection is a socket.
-func (c *conn) initSplice() {
-	if c.srv.pipes == nil {
-		return
-	}
-	sc, ok := c.nc.(syscall.Conn)
+// rawConn returns nc's raw descriptor access, or nil when nc is no socket
+// (net.Pipe in a test).
+func rawConn(nc net.Conn) syscall.RawConn {
+	sc, ok := nc.(syscall.Conn)
 	if !ok {
-		return
+		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return
+		return nil
 	}
-	c.rc = rc
+	return rc
 }
 
 // getPipe returns an idle pipe that holds count bytes read from a page
