@@ -137,7 +137,7 @@ func serveMain(args []string) int {
 	fs.IntVar(&f.maxFids, "max-fids", 0, fmt.Sprintf("allow at most `N` fids per connection (default %d)", server.DefaultMaxFids))
 	fs.IntVar(&f.maxInflight, "max-inflight", 0, fmt.Sprintf("stop reading a connection with `N` requests in flight (default %d)", server.DefaultMaxInflight))
 	fs.UintVar(&f.maxMsize, "max-msize", 0, fmt.Sprintf("largest 9P message size agreed to, `BYTES` in [%d, %d] (default %d)", server.MinMsize, server.MaxMsize, server.DefaultMaxMsize))
-	fs.DurationVar(&f.busyPoll, "busy-poll", server.DefaultBusyPoll, fmt.Sprintf("poll a connection's socket for up to `DURATION` before waiting for its next request (adaptive: an idle connection does not poll; 0 turns polling off; at most %v)", server.MaxBusyPoll))
+	fs.DurationVar(&f.busyPoll, "busy-poll", server.DefaultBusyPoll, fmt.Sprintf("poll a connection's socket for up to `DURATION` before waiting for its next request (backs off on a connection whose requests come slower; 0 turns polling off; at most %v)", server.MaxBusyPoll))
 	fs.StringVar(&f.bundle, "bundle", "", bundleFlagUsage)
 	fs.StringVar(&f.ioFDs, "io-fds", "", ioFDsFlagUsage)
 	if code, ok := parseFlags(fs, args); !ok {
