@@ -437,7 +437,14 @@ func TestProcessScan(t *testing.T) {
 	go func() { cmd.Wait(); close(done) }()
 	defer func() { cmd.Process.Kill(); <-done }()
 
-	found := processesMentioning(marker)
+	// Start returns once the child is forked, maybe before it has
+	// exec'd sh (its command line is still this test's until then).
+	var found []proc
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if found = processesMentioning(marker); len(found) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(found) != 1 || found[0].PID != cmd.Process.Pid {
 		t.Fatalf("processesMentioning: %v, want pid %d", found, cmd.Process.Pid)
 	}
