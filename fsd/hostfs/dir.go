@@ -81,14 +81,8 @@ var readAheadSlots = make(chan struct{}, maxReadAhead)
 // offset with budget count would read, or nil; either way none are held
 // afterwards. The caller holds d.mu.
 func (d *dirReader) takeAhead(offset uint64, count uint32) *direntScratch {
-	d.gen++
-	s := d.ahead
-	if s == nil {
-		return nil
-	}
-	d.ahead = nil
-	<-readAheadSlots
-	if offset == d.aheadAt && count >= d.aheadCount {
+	s := d.detach()
+	if s == nil || offset == d.aheadAt && count >= d.aheadCount {
 		return s
 	}
 	// d.next is where the read-ahead ended: the caller seeks.
@@ -100,12 +94,22 @@ func (d *dirReader) takeAhead(offset uint64, count uint32) *direntScratch {
 func (d *dirReader) drop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if s := d.detach(); s != nil {
+		s.put()
+	}
+}
+
+// detach ends any read-ahead in flight (it finds gen changed) and returns
+// the entries read ahead, if any, giving back their slot. The caller holds
+// d.mu.
+func (d *dirReader) detach() *direntScratch {
 	d.gen++
-	if d.ahead != nil {
-		d.ahead.put()
+	s := d.ahead
+	if s != nil {
 		d.ahead = nil
 		<-readAheadSlots
 	}
+	return s
 }
 
 // readAhead starts reading the chunk after s in the background when s was
