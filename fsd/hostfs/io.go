@@ -108,6 +108,16 @@ func (f *file) openFD() (*openFile, error) {
 	return of, nil
 }
 
+// readFD is the open file a read at offset goes to: EBADF when the file
+// is not open, EINVAL for a negative offset.
+func (f *file) readFD(offset int64) (*openFile, error) {
+	of, err := f.openFD()
+	if err == nil && offset < 0 {
+		return nil, linux.EINVAL
+	}
+	return of, err
+}
+
 // ReadAt implements p9.File.ReadAt: one pread on the open fd. It returns
 // io.EOF with no data at or past the end of the file.
 func (f *file) ReadAt(p []byte, offset int64) (int, error) {
@@ -115,12 +125,9 @@ func (f *file) ReadAt(p []byte, offset int64) (int, error) {
 		return 0, err
 	}
 	defer f.exit()
-	of, err := f.openFD()
+	of, err := f.readFD(offset)
 	if err != nil {
 		return 0, err
-	}
-	if offset < 0 {
-		return 0, linux.EINVAL
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -151,12 +158,9 @@ func (f *file) SpliceRead(pipeFD int, offset int64, count int) (int, error) {
 		return 0, err
 	}
 	defer f.exit()
-	of, err := f.openFD()
+	of, err := f.readFD(offset)
 	if err != nil {
 		return 0, err
-	}
-	if offset < 0 {
-		return 0, linux.EINVAL
 	}
 	n := 0
 	for n < count {
